@@ -1,0 +1,62 @@
+# lockserve: `make run` and `make test` do all set-up on a fresh machine.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(abspath $(VENV))/bin
+UV_VERSION := 0.13.9
+REQS   ?= requirements/dev.lock
+REMOTE ?=
+DVC    := $(BIN)/dvc
+export PATH := $(BIN):$(PATH)
+
+.DEFAULT_GOAL := help
+.PHONY: help setup data pipeline run test lint push pull lock clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(VENV)/.installed-%: requirements/%.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip sync -q --python $(BIN)/python $<
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+setup: $(VENV)/.installed-dev  ## create .venv with the pinned dependencies
+
+data: setup  ## raw data: pull from the default remote, else bootstrap from the package (md5-checked)
+	@if $(DVC) pull -q data/raw/penguins.csv.dvc 2>/dev/null; then \
+	  echo "data/raw/penguins.csv: pulled from the default remote"; \
+	else \
+	  $(BIN)/python -m src.bootstrap && $(DVC) commit -q -f data/raw/penguins.csv.dvc \
+	  && $(DVC) push -q data/raw/penguins.csv.dvc \
+	  && echo "data/raw/penguins.csv: bootstrapped from palmerpenguins, md5 verified, pushed"; \
+	fi
+
+pipeline: data  ## reproduce the pipeline, pulling any stage output the remote already has
+	$(DVC) repro --pull --allow-missing
+	$(DVC) metrics show
+
+run: pipeline  ## set up, reproduce or pull the pipeline, then serve
+	@echo "Pipeline reproduced: models/model.zip is the artifact dvc.lock pins. (No service yet.)"
+
+test: data  ## set up, then the whole test suite
+	$(BIN)/python -m pytest -vv
+
+lint: setup  ## ruff
+	$(BIN)/ruff check src api tests
+
+push: setup  ## dvc push to the default remote, or REMOTE=name
+	$(DVC) push $(if $(REMOTE),-r $(REMOTE))
+
+pull: setup  ## dvc pull from the default remote, or REMOTE=name
+	$(DVC) pull $(if $(REMOTE),-r $(REMOTE))
+
+lock:  ## re-pin every dependency from pyproject.toml (needs uv in .venv)
+	$(BIN)/uv pip compile -q pyproject.toml --extra dev --python-version 3.11 -o requirements/dev.lock
+	$(BIN)/uv pip compile -q pyproject.toml --extra pipeline --python-version 3.11 \
+	  -c requirements/dev.lock -o requirements/pipeline.lock
+	$(BIN)/uv pip compile -q pyproject.toml --extra api --python-version 3.11 \
+	  -c requirements/dev.lock -o requirements/api.lock
+
+clean:  ## remove the virtualenv and caches (not the DVC cache or remote)
+	rm -rf $(VENV) .pytest_cache .ruff_cache

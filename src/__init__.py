@@ -1,0 +1,1 @@
+"""Training side of lockserve: one module per DVC stage plus the helpers they share."""
