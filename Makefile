@@ -33,7 +33,7 @@ data: setup  ## raw data: pull from the default remote, else bootstrap from the 
 	fi
 
 pipeline: data  ## reproduce the pipeline, pulling any stage output the remote already has
-	$(DVC) repro --pull --allow-missing
+	$(DVC) repro --pull
 	$(DVC) metrics show
 
 run: pipeline  ## set up, reproduce or pull the pipeline, then serve
