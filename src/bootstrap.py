@@ -25,7 +25,7 @@ DVC_FILE = Path("data/raw/penguins.csv.dvc")
 def pinned_md5(dvc_file: Path) -> str:
     """The md5 the .dvc file pins for its single out."""
     doc = yaml.safe_load(dvc_file.read_text())
-    return doc["outs"][0]["md5"]
+    return str(doc["outs"][0]["md5"])
 
 
 def packaged_table() -> bytes:

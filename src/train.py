@@ -89,7 +89,7 @@ def run(
         "target": target,
         "classes": classes,
         "model_inputs": list(x.columns),
-        "training_data": {"path": str(train_path), "md5": md5_file(train_path), "rows": len(x)},
+        "training_data": {"md5": md5_file(train_path), "rows": len(x)},
         "libraries": {
             "python": ".".join(platform.python_version_tuple()[:2]),
             "scikit-learn": sklearn.__version__,

@@ -1,0 +1,61 @@
+"""Unit: the deterministic writer gives the same bytes for the same fitted object, anywhere."""
+
+import hashlib
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import RandomForestClassifier
+
+from src.stage import canonical_pickle
+from tests.conftest import ROOT
+
+RESERIALISE = """
+import hashlib, pickle, sys
+from src.stage import canonical_pickle
+model = pickle.loads(open(sys.argv[1], "rb").read())
+print(hashlib.md5(canonical_pickle(model)).hexdigest())
+"""
+
+
+def test_equal_values_give_equal_bytes_whatever_their_identity():
+    a = {"key": "".join(["max_", "depth"]), "other": "".join(["max_", "depth"])}
+    b = {"key": "max_depth", "other": "max_depth"}
+    assert a["key"] is not a["other"]
+    assert canonical_pickle(a) == canonical_pickle(b)
+    assert pickle.loads(canonical_pickle(a)) == a
+
+
+def test_structured_array_padding_is_zeroed():
+    dtype = np.dtype({"names": ["a", "b"], "formats": ["<f8", "u1"], "offsets": [0, 8], "itemsize": 16})
+    dirty = np.frombuffer(bytes(range(32)), dtype=dtype).copy()
+    clean = np.zeros(2, dtype)
+    clean["a"], clean["b"] = dirty["a"], dirty["b"]
+    assert dirty.tobytes() != clean.tobytes()
+    assert canonical_pickle(dirty) == canonical_pickle(clean)
+    np.testing.assert_array_equal(pickle.loads(canonical_pickle(dirty)), dirty)
+
+
+def test_forest_serialised_in_two_processes_gives_identical_bytes(tmp_path, penguins_csv):
+    from io import StringIO
+
+    frame = pd.read_csv(StringIO(penguins_csv)).dropna()
+    x = frame[["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]].to_numpy()
+    forest = RandomForestClassifier(n_estimators=20, random_state=0).fit(x, frame["species"])
+    fitted = canonical_pickle(forest)
+    path = tmp_path / "forest.pkl"
+    path.write_bytes(pickle.dumps(forest))  # the ordinary pickler's bytes, loaded twice below
+
+    digests = [
+        subprocess.run(
+            [sys.executable, "-c", RESERIALISE, str(path)],
+            cwd=ROOT, env={"PYTHONHASHSEED": str(seed), "PATH": ""},
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
+        for seed in (1, 2)
+    ]
+    assert digests[0] == digests[1] == hashlib.md5(fitted).hexdigest()
+    reloaded = pickle.loads(fitted)
+    np.testing.assert_array_equal(reloaded.predict_proba(x), forest.predict_proba(x))
