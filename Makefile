@@ -39,11 +39,12 @@ pipeline: data  ## reproduce the pipeline, pulling any stage output the remote a
 run: pipeline  ## set up, reproduce or pull the pipeline, then serve
 	@echo "Pipeline reproduced: models/model.zip is the artifact dvc.lock pins. (No service yet.)"
 
-test: data  ## set up, then the whole test suite
+test: data lint  ## set up, then lint and the whole test suite
 	$(BIN)/python -m pytest -vv
 
-lint: setup  ## ruff
+lint: setup  ## ruff: lint and format check
 	$(BIN)/ruff check src api tests
+	$(BIN)/ruff format --check src api tests
 
 push: setup  ## dvc push to the default remote, or REMOTE=name
 	$(DVC) push $(if $(REMOTE),-r $(REMOTE))

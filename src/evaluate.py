@@ -48,7 +48,9 @@ def metrics(y_true: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict[s
     }
 
 
-def roc_table(y_true: np.ndarray, proba: np.ndarray, classes: list[str], points: int) -> pd.DataFrame:
+def roc_table(
+    y_true: np.ndarray, proba: np.ndarray, classes: list[str], points: int
+) -> pd.DataFrame:
     """One-vs-rest ROC per class, interpolated on a common false-positive-rate grid."""
     grid = np.linspace(0.0, 1.0, points)
     table = {"fpr": grid}
@@ -81,8 +83,13 @@ def run(
     pred = np.asarray(classes)[proba.argmax(axis=1)]
     confusion = pd.DataFrame({"actual": y, "predicted": pred})
     importance = permutation_importance(
-        model, x, y, scoring="neg_log_loss",
-        n_repeats=int(params["importance_repeats"]), random_state=int(params["seed"]), n_jobs=1,
+        model,
+        x,
+        y,
+        scoring="neg_log_loss",
+        n_repeats=int(params["importance_repeats"]),
+        random_state=int(params["seed"]),
+        n_jobs=1,
     )
     ranked = pd.DataFrame({"feature": features, "importance": importance.importances_mean})
     ranked = ranked.sort_values("importance", ascending=False, kind="stable")

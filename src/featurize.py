@@ -66,9 +66,7 @@ def build_transformer(schema: dict[str, Any], params: dict[str, Any]) -> ColumnT
     )
 
 
-def transform(
-    transformer: ColumnTransformer, frame: pd.DataFrame, target: str
-) -> pd.DataFrame:
+def transform(transformer: ColumnTransformer, frame: pd.DataFrame, target: str) -> pd.DataFrame:
     """Transformed features as a frame with named columns, the target last."""
     features = pd.DataFrame(
         transformer.transform(frame), columns=transformer.get_feature_names_out()

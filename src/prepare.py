@@ -53,7 +53,9 @@ def split(
             frame, test_size=test_size, random_state=seed, stratify=frame[target]
         )
     except ValueError as exc:
-        raise StageError(f"cannot split {len(frame)} rows with test_size={test_size}: {exc}") from None
+        raise StageError(
+            f"cannot split {len(frame)} rows with test_size={test_size}: {exc}"
+        ) from None
     return train.sort_index(), test.sort_index()
 
 

@@ -147,7 +147,9 @@ def validate(
     if len(sparse):
         log.info(
             "dropping %d row(s) missing more than %d feature values: line(s) %s",
-            len(sparse), max_missing_features, _lines(sparse),
+            len(sparse),
+            max_missing_features,
+            _lines(sparse),
         )
         frame = frame.drop(index=sparse)
 

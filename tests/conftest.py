@@ -23,7 +23,9 @@ def venv_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+def run(
+    cmd: list[str], cwd: Path, check: bool = True, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """Run a command with the venv on PATH; return it with stdout and stderr as text."""
     proc = subprocess.run(
         cmd, cwd=cwd, env=venv_env(), capture_output=True, text=True, timeout=timeout

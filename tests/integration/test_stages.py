@@ -28,10 +28,17 @@ def test_pipeline_on_tiny_data_writes_every_out(params, tiny_raw, tmp_path):
     root = tmp_path / "work"
     scores = run_all(params, tiny_raw, root)
     assert set(outputs(root)) == {
-        "prepared/train.parquet", "prepared/test.parquet", "prepared/schema.json",
-        "features/train.parquet", "features/test.parquet", "features/transformer.pkl",
-        "models/model.zip", "reports/metrics.json", "reports/plots/confusion.csv",
-        "reports/plots/roc.csv", "reports/plots/importance.csv",
+        "prepared/train.parquet",
+        "prepared/test.parquet",
+        "prepared/schema.json",
+        "features/train.parquet",
+        "features/test.parquet",
+        "features/transformer.pkl",
+        "models/model.zip",
+        "reports/metrics.json",
+        "reports/plots/confusion.csv",
+        "reports/plots/roc.csv",
+        "reports/plots/importance.csv",
     }
     assert set(scores) == {"accuracy", "f1_macro", "roc_auc_ovr", "log_loss", "n_test"}
     assert scores["n_test"] == 12 and 0.0 <= scores["accuracy"] <= 1.0
@@ -59,10 +66,18 @@ def test_featurize_one_hot_ignores_unknown_and_encodes_missing(params, tiny_raw,
     transformer = pd.read_pickle(tmp_path / "f/transformer.pkl")
     names = list(transformer.get_feature_names_out())
     assert names[:4] == ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
-    row = pd.DataFrame([{
-        "island": "Atlantis", "bill_length_mm": float("nan"), "bill_depth_mm": 17.0,
-        "flipper_length_mm": 190.0, "body_mass_g": 3700.0, "sex": float("nan"),
-    }])
+    row = pd.DataFrame(
+        [
+            {
+                "island": "Atlantis",
+                "bill_length_mm": float("nan"),
+                "bill_depth_mm": 17.0,
+                "flipper_length_mm": 190.0,
+                "body_mass_g": 3700.0,
+                "sex": float("nan"),
+            }
+        ]
+    )
     out = dict(zip(names, transformer.transform(row)[0], strict=True))
     assert not any(v for k, v in out.items() if k.startswith("island_"))
     assert out.get("sex_missing", 1.0) == 1.0 or out["sex_female"] + out["sex_male"] == 1.0
@@ -84,8 +99,18 @@ def test_artifact_is_self_contained(params, tiny_raw, tmp_path):
     assert meta["classes"] == ["Adelie", "Chinstrap", "Gentoo"]
     assert meta["training_data"]["md5"] == md5_file(tmp_path / "features/train.parquet")
     assert set(meta["libraries"]) == {"python", "scikit-learn", "numpy"}
-    raw = pd.DataFrame([{"island": "Biscoe", "bill_length_mm": 47.5, "bill_depth_mm": 15.0,
-                         "flipper_length_mm": 217.0, "body_mass_g": 5200.0, "sex": "male"}])
+    raw = pd.DataFrame(
+        [
+            {
+                "island": "Biscoe",
+                "bill_length_mm": 47.5,
+                "bill_depth_mm": 15.0,
+                "flipper_length_mm": 217.0,
+                "body_mass_g": 5200.0,
+                "sex": "male",
+            }
+        ]
+    )
     assert model.predict(raw)[0] == "Gentoo"
 
 
@@ -102,12 +127,16 @@ def test_unknown_estimator_and_bad_hyper_parameter_are_named(params, tiny_raw, t
 
 
 BAD_RAW = {
-    "missing column": (lambda f: f.drop(columns=["flipper_length_mm"]),
-                       "missing column\\(s\\): flipper_length_mm"),
+    "missing column": (
+        lambda f: f.drop(columns=["flipper_length_mm"]),
+        "missing column\\(s\\): flipper_length_mm",
+    ),
     "wrong dtype": (lambda f: f.assign(bill_depth_mm="deep"), "'bill_depth_mm' must be numeric"),
     "no rows": (lambda f: f.iloc[0:0], "raw table has no rows"),
-    "unknown target": (lambda f: f.assign(species=["Emperor"] + list(f["species"][1:])),
-                       "target 'species' has value\\(s\\) \\['Emperor'\\]"),
+    "unknown target": (
+        lambda f: f.assign(species=["Emperor"] + list(f["species"][1:])),
+        "target 'species' has value\\(s\\) \\['Emperor'\\]",
+    ),
 }
 
 

@@ -29,7 +29,9 @@ def test_equal_values_give_equal_bytes_whatever_their_identity():
 
 
 def test_structured_array_padding_is_zeroed():
-    dtype = np.dtype({"names": ["a", "b"], "formats": ["<f8", "u1"], "offsets": [0, 8], "itemsize": 16})
+    dtype = np.dtype(
+        {"names": ["a", "b"], "formats": ["<f8", "u1"], "offsets": [0, 8], "itemsize": 16}
+    )
     dirty = np.frombuffer(bytes(range(32)), dtype=dtype).copy()
     clean = np.zeros(2, dtype)
     clean["a"], clean["b"] = dirty["a"], dirty["b"]
@@ -51,8 +53,11 @@ def test_forest_serialised_in_two_processes_gives_identical_bytes(tmp_path, peng
     digests = [
         subprocess.run(
             [sys.executable, "-c", RESERIALISE, str(path)],
-            cwd=ROOT, env={"PYTHONHASHSEED": str(seed), "PATH": ""},
-            capture_output=True, text=True, check=True,
+            cwd=ROOT,
+            env={"PYTHONHASHSEED": str(seed), "PATH": ""},
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         for seed in (1, 2)
     ]

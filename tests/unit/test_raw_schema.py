@@ -32,8 +32,12 @@ def good_rows(n=4):
 def validate_default(raw, params, **over):
     p = {**params["prepare"], **over}
     return validate(
-        raw, parse_columns(p["columns"]), p["target"], p["features"],
-        p["max_missing_features"], p["invalid_rows"],
+        raw,
+        parse_columns(p["columns"]),
+        p["target"],
+        p["features"],
+        p["max_missing_features"],
+        p["invalid_rows"],
     )
 
 
@@ -60,7 +64,9 @@ def test_empty_table_is_rejected(columns):
 def test_wrong_dtype_names_column_value_and_line(columns):
     raw = good_rows()
     raw.loc[2, "body_mass_g"] = "heavy"
-    with pytest.raises(StageError, match=r"'body_mass_g' must be numeric; found 'heavy' on line\(s\) 4"):
+    with pytest.raises(
+        StageError, match=r"'body_mass_g' must be numeric; found 'heavy' on line\(s\) 4"
+    ):
         check_structure(raw, columns)
 
 
@@ -76,7 +82,9 @@ def test_numbers_are_parsed_and_missing_kept(columns):
 def test_unknown_target_category_always_fails(params):
     raw = good_rows()
     raw.loc[3, "species"] = "Emperor"
-    with pytest.raises(StageError, match=r"target 'species' has value\(s\) \['Emperor'\].*line\(s\) 5"):
+    with pytest.raises(
+        StageError, match=r"target 'species' has value\(s\) \['Emperor'\].*line\(s\) 5"
+    ):
         validate_default(raw, params, invalid_rows="drop")
 
 
