@@ -32,8 +32,9 @@ data: setup  ## raw data: pull from the default remote, else bootstrap from the 
 	  && echo "data/raw/penguins.csv: bootstrapped from palmerpenguins, md5 verified, pushed"; \
 	fi
 
-pipeline: data  ## reproduce the pipeline, pulling any stage output the remote already has
-	$(DVC) repro --pull
+pipeline: data  ## pull what the default remote holds, reproduce the rest
+	$(DVC) pull --allow-missing
+	$(DVC) repro
 	$(DVC) metrics show
 
 run: pipeline  ## set up, reproduce or pull the pipeline, then serve
