@@ -9,7 +9,7 @@ DVC    := $(BIN)/dvc
 export PATH := $(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data pipeline run test lint push pull lock clean
+.PHONY: help setup data pipeline run serve test lint push pull lock clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -37,8 +37,10 @@ pipeline: data  ## pull what the default remote holds, reproduce the rest
 	$(DVC) repro
 	$(DVC) metrics show
 
-run: pipeline  ## set up, reproduce or pull the pipeline, then serve
-	@echo "Pipeline reproduced: models/model.zip is the artifact dvc.lock pins. (No service yet.)"
+run: pipeline serve  ## set up, reproduce or pull the pipeline, then serve on :8000
+
+serve: setup  ## gunicorn + uvicorn workers on $$HOST:$$PORT (127.0.0.1:8000), WEB_CONCURRENCY workers
+	$(BIN)/gunicorn -c api/gunicorn_conf.py api.main:app
 
 test: data lint  ## set up, then lint and the whole test suite
 	$(BIN)/python -m pytest -vv

@@ -63,3 +63,89 @@ def tiny_raw(tmp_path: Path, penguins_csv: str) -> Path:
     path.parent.mkdir(parents=True)
     tiny.to_csv(path, index=False)
     return path
+
+
+def build_artifact(root: Path, params: dict, raw_csv: str, **train_over) -> bytes:
+    """Run the pipeline's stages in-process on ``raw_csv``; return model.zip's bytes."""
+    from src import featurize, prepare, train
+
+    raw = root / "raw.csv"
+    root.mkdir(parents=True, exist_ok=True)
+    raw.write_text(raw_csv)
+    prepare.run(params["prepare"], raw, root / "prepared")
+    featurize.run(params["featurize"], root / "prepared", root / "features")
+    train_params = {**params["train"], **train_over}
+    out = root / "model.zip"
+    train.run(train_params, root / "features", root / "prepared" / "schema.json", out)
+    return out.read_bytes()
+
+
+@pytest.fixture(scope="session")
+def tiny_csv(penguins_csv) -> str:
+    """90 birds (30 per species), missing values included, as CSV text."""
+    from io import StringIO
+
+    frame = pd.read_csv(StringIO(penguins_csv), dtype=str, keep_default_na=False)
+    return frame.groupby("species", group_keys=False).head(30).to_csv(index=False)
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory, params, tiny_csv) -> dict[str, bytes]:
+    """Two different real artifacts: v1 (the default forest) and v2 (a 5-tree forest)."""
+    base = tmp_path_factory.mktemp("artifacts")
+    v2_forest = {**params["train"]["random_forest"], "n_estimators": 5}
+    return {
+        "v1": build_artifact(base / "v1", params, tiny_csv),
+        "v2": build_artifact(base / "v2", params, tiny_csv, random_forest=v2_forest),
+    }
+
+
+MODEL_REPO_DVC_YAML = """\
+stages:
+  train:
+    cmd: cp build/model.zip models/model.zip
+    deps: [build/model.zip]
+    outs: [models/model.zip]
+artifacts:
+  penguin-classifier:
+    path: models/model.zip
+    type: model
+"""
+
+
+@pytest.fixture(scope="session")
+def model_repo_template(tmp_path_factory, artifacts) -> Path:
+    """A git + DVC repo whose dvc.lock pins v1 (tag v1) then v2 (tag v2, HEAD), both pushed."""
+    base = tmp_path_factory.mktemp("model-repo")
+    repo, remote = base / "repo", base / "remote"
+    repo.mkdir()
+    for cmd in (
+        ["git", "init", "-q", "-b", "main"],
+        ["git", "config", "user.email", "t@example.com"],
+        ["git", "config", "user.name", "t"],
+    ):
+        run(cmd, cwd=repo)
+    dvc("init", "-q", cwd=repo)
+    dvc("remote", "add", "-d", "local", str(remote), cwd=repo)
+    (repo / "dvc.yaml").write_text(MODEL_REPO_DVC_YAML)
+    (repo / "build").mkdir()
+    (repo / "models").mkdir()
+    for tag in ("v1", "v2"):
+        (repo / "build" / "model.zip").write_bytes(artifacts[tag])
+        dvc("repro", "-q", cwd=repo)
+        dvc("push", "-q", cwd=repo)
+        run(["git", "add", "-A"], cwd=repo)
+        run(["git", "commit", "-q", "-m", tag], cwd=repo)
+        run(["git", "tag", tag], cwd=repo)
+    return base
+
+
+@pytest.fixture()
+def model_repo(tmp_path, model_repo_template) -> Path:
+    """A private copy of the template repo and its remote, safe to tamper with."""
+    import shutil
+
+    shutil.copytree(model_repo_template, tmp_path / "m", symlinks=True)
+    repo = tmp_path / "m" / "repo"
+    dvc("remote", "modify", "--local", "local", "url", str(tmp_path / "m" / "remote"), cwd=repo)
+    return repo

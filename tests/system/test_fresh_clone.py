@@ -13,6 +13,7 @@ import yaml
 
 from src.stage import md5_file
 from tests.conftest import ROOT, dvc, run
+from tests.servers import Server, free_port, http
 
 pytestmark = pytest.mark.system
 
@@ -49,7 +50,7 @@ def clone(tmp_path_factory):
     # Reports are committed with git; delete them so evaluate must regenerate them too.
     for path in (repo / "reports").rglob("*.*"):
         path.unlink()
-    first = run(["make", "run"], cwd=repo, timeout=600)  # what the README tells a new user
+    first = run(["make", "pipeline"], cwd=repo, timeout=600)  # the set-up half of `make run`
     assert "bootstrapped from palmerpenguins, md5 verified" in first.stdout
     return repo, first
 
@@ -62,6 +63,30 @@ def test_repro_on_fresh_clone_changes_nothing(clone):
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     pinned = {o["path"]: o["md5"] for o in lock["stages"]["train"]["outs"]}
     assert pinned["models/model.zip"] == md5_file(repo / "models/model.zip")
+
+
+def test_make_run_serves_the_model_dvc_lock_pins(clone, tmp_path):
+    repo, _ = clone
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    pinned = lock["stages"]["train"]["outs"][0]["md5"]
+    port = free_port()
+    server = Server(["make", "run"], repo, port, tmp_path / "log", WEB_CONCURRENCY="1")
+    try:
+        server.wait_ready(timeout=120)
+        penguin = {
+            "island": "Biscoe",
+            "bill_length_mm": 47.5,
+            "bill_depth_mm": 15.0,
+            "flipper_length_mm": 217.0,
+            "body_mass_g": 5200.0,
+            "sex": "male",
+        }
+        status, body = http("POST", server.base + "/predict", {"instances": [penguin]})
+    finally:
+        server.stop()
+    assert status == 200
+    assert body["predictions"][0]["label"] == "Gentoo"
+    assert body["model"]["md5"] == pinned
 
 
 def test_metrics_are_sane_and_reviewable(clone):

@@ -1,0 +1,144 @@
+"""Request context (pure ASGI): request id, body limits, content type, one JSON access log line.
+
+Bodies are read here, at most ``max_body_bytes`` of them, before the app sees the request:
+an oversize body gets 413 and a body that is not JSON gets 415 without touching a model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from api.errors import error_body
+from api.logs import FIELDS
+
+log = logging.getLogger("lockserve.access")
+
+BODY_METHODS = {b"POST", b"PUT", b"PATCH"}
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+Scope = dict[str, Any]
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value
+    return None
+
+
+def _is_json(content_type: bytes | None) -> bool:
+    if not content_type:
+        return False
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or (
+        media.startswith(b"application/") and media.endswith(b"+json")
+    )
+
+
+class RequestContext:
+    """Wraps the app: tags each HTTP request with an id, checks its body, logs its outcome."""
+
+    def __init__(self, app: Any, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        given = _header(scope, b"x-request-id")
+        request_id = (given.decode("latin-1") if given else "") or uuid.uuid4().hex
+        if not REQUEST_ID.match(request_id):
+            request_id = uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        status = {"code": 500}
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            if scope["method"].encode() in BODY_METHODS:
+                problem = await self._check_body(scope, receive)
+                if isinstance(problem, tuple):
+                    await self._reject(send_with_id, *problem)
+                    return
+                receive = problem
+            await self.app(scope, receive, send_with_id)
+        finally:
+            log.info(
+                "%s %s %d",
+                scope["method"],
+                scope["path"],
+                status["code"],
+                extra={
+                    FIELDS: {
+                        "request_id": request_id,
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status["code"],
+                        "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                        "batch_size": state.get("batch_size"),
+                        "variant": state.get("variant"),
+                        "model_md5": state.get("model_md5"),
+                    }
+                },
+            )
+
+    async def _check_body(self, scope: Scope, receive: Any) -> Any:
+        """Return a replaying ``receive`` for an acceptable body, else (status, message)."""
+        if not _is_json(_header(scope, b"content-type")):
+            given = (_header(scope, b"content-type") or b"none").decode("latin-1")
+            return 415, f"content type {given!r} is not supported; send application/json"
+        declared = _header(scope, b"content-length")
+        limit = self.max_body_bytes
+        if declared and declared.isdigit() and int(declared) > limit:
+            return 413, f"request body of {int(declared)} bytes is over the {limit}-byte limit"
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return 400, "client disconnected before sending the whole body"
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return 413, f"request body is over the {limit}-byte limit"
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return replay
+
+    @staticmethod
+    async def _reject(send: Any, status: int, message: str) -> None:
+        payload = json.dumps(error_body(status, message)).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})

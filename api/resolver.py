@@ -1,0 +1,198 @@
+"""Model resolution: git rev -> dvc.lock -> md5 -> verified bytes of exactly that object.
+
+Looks in the work tree, then the DVC cache, then fetches that one object from the remote
+(DVC's own API for each step). Every candidate's md5 is checked against the lock; bytes that
+do not match are never returned. Anything wrong raises ResolutionError with one clear line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from api.logs import FIELDS
+
+log = logging.getLogger("lockserve.resolver")
+
+
+class ResolutionError(Exception):
+    """The pinned model cannot be had: the message says what was expected and what was found."""
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Verified bytes of one pinned artifact and where they came from."""
+
+    name: str
+    path: str
+    md5: str
+    rev: str
+    commit: str
+    source: str  # workspace | cache | remote
+    data: bytes
+    metrics: dict[str, Any] = field(default_factory=dict)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def md5_hex(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        return None
+
+
+def _pinned(fs: Any, name: str, rev: str, commit: str) -> tuple[str, str]:
+    """Path and md5 of artifact ``name`` as dvc.yaml declares and dvc.lock pins it at ``rev``."""
+    try:
+        declared = {n: a for arts in fs.repo.artifacts.read().values() for n, a in arts.items()}
+    except Exception as exc:  # noqa: BLE001 - DVC raises many YAML/schema errors
+        raise ResolutionError(
+            f"cannot read dvc.yaml/dvc.lock at {rev} ({commit[:12]}): {exc}"
+        ) from None
+    if name not in declared:
+        raise ResolutionError(
+            f"dvc.yaml at {rev} ({commit[:12]}) declares no artifact {name!r} "
+            f"(found: {', '.join(sorted(declared)) or 'none'})"
+        )
+    path = declared[name].path
+    try:
+        md5 = fs.info(path).get("md5")
+    except FileNotFoundError:
+        md5 = None
+    except Exception as exc:  # noqa: BLE001
+        raise ResolutionError(f"dvc.lock at {rev} ({commit[:12]}) is unreadable: {exc}") from None
+    if not md5:
+        raise ResolutionError(f"dvc.lock at {rev} ({commit[:12]}) pins no md5 for {path}")
+    return path, md5
+
+
+def resolve(repo_root: Path, rev: str, name: str, remote: str | None = None) -> Resolved:
+    """Return the verified bytes of artifact ``name`` pinned by ``dvc.lock`` at ``rev``."""
+    from dvc.api import DVCFileSystem
+    from dvc.exceptions import DvcException, NotDvcRepoError
+    from dvc.scm import RevError
+
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    try:
+        fs = DVCFileSystem(str(repo_root), rev=rev)
+        commit = fs.repo.get_rev()
+    except NotDvcRepoError:
+        raise ResolutionError(f"{repo_root}: not a DVC repository") from None
+    except RevError:
+        raise ResolutionError(f"unknown git revision {rev!r} in {repo_root}") from None
+    except DvcException as exc:
+        raise ResolutionError(f"cannot open {repo_root} at {rev!r}: {exc}") from None
+    path, md5 = _pinned(fs, name, rev, commit)
+    timings["lock_ms"] = (time.perf_counter() - started) * 1000
+    log.info(
+        "dvc.lock at %s (%s) pins %s md5 %s",
+        rev,
+        commit[:12],
+        path,
+        md5,
+        extra={FIELDS: {"rev": rev, "commit": commit, "path": path, "md5": md5}},
+    )
+
+    found: list[str] = []
+    cache_path = Path(fs.repo.cache.local.oid_to_path(md5))
+    for source, candidate in (("workspace", Path(repo_root) / path), ("cache", cache_path)):
+        data = _read(candidate)
+        if data is None:
+            found.append(f"{source}: absent")
+            continue
+        got = md5_hex(data)
+        if got == md5:
+            return _done(name, path, md5, rev, commit, source, data, fs, timings, started)
+        found.append(f"{source}: md5 {got}")
+        log.warning(
+            "%s copy of %s has md5 %s, dvc.lock pins %s: not used",
+            source,
+            path,
+            got,
+            md5,
+            extra={FIELDS: {"source": source, "expected": md5, "found": got}},
+        )
+        if source == "cache":
+            cache_path.unlink()  # a corrupt cache entry must not be trusted by a later start
+
+    fetch_started = time.perf_counter()
+    remote_name = remote or fs.repo.config["core"].get("remote") or "(none configured)"
+    try:
+        from dvc.repo import Repo
+
+        with Repo(str(repo_root)) as repo:  # fetch that one object for that commit, no more
+            repo.fetch(targets=[path], revs=[commit], workspace=False, remote=remote)
+    except DvcException as exc:
+        raise ResolutionError(
+            f"{path} md5 {md5} pinned at {rev} could not be fetched from remote "
+            f"{remote_name!r}: {exc} ({'; '.join(found)})"
+        ) from None
+    timings["fetch_ms"] = (time.perf_counter() - fetch_started) * 1000
+    data = _read(cache_path)
+    if data is None:
+        raise ResolutionError(
+            f"{path} md5 {md5} pinned at {rev} is missing from remote {remote_name!r} "
+            f"({'; '.join(found)})"
+        )
+    got = md5_hex(data)
+    if got != md5:
+        cache_path.unlink()
+        raise ResolutionError(
+            f"{path}: expected md5 {md5} (dvc.lock at {rev}), remote {remote_name!r} gave "
+            f"md5 {got}; not loaded ({'; '.join(found)})"
+        )
+    return _done(name, path, md5, rev, commit, "remote", data, fs, timings, started)
+
+
+def _done(
+    name: str,
+    path: str,
+    md5: str,
+    rev: str,
+    commit: str,
+    source: str,
+    data: bytes,
+    fs: Any,
+    timings: dict[str, float],
+    started: float,
+) -> Resolved:
+    metrics = _metrics(fs)
+    timings["resolve_ms"] = (time.perf_counter() - started) * 1000
+    log.info(
+        "resolved %s md5 %s from %s",
+        path,
+        md5,
+        source,
+        extra={
+            FIELDS: {
+                "source": source,
+                "md5": md5,
+                "commit": commit,
+                **{k: round(v, 1) for k, v in timings.items()},
+            }
+        },
+    )
+    return Resolved(name, path, md5, rev, commit, source, data, metrics, timings)
+
+
+def _metrics(fs: Any) -> dict[str, Any]:
+    """The metrics dvc.yaml declares at that revision (git-tracked JSON), if any."""
+    import json
+
+    out: dict[str, Any] = {}
+    for stage in fs.repo.index.stages:
+        for metric in stage.metrics:
+            try:
+                out[metric.def_path] = json.loads(fs.read_text(metric.def_path))
+            except (FileNotFoundError, ValueError):
+                continue
+    return out

@@ -1,0 +1,20 @@
+"""Service settings, read from the environment (LOCKSERVE_*) by pydantic-settings."""
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told; defaults serve HEAD of the repo in the cwd."""
+
+    model_config = SettingsConfigDict(env_prefix="LOCKSERVE_")
+
+    repo: Path = Field(Path("."), description="DVC/git repository holding dvc.yaml and dvc.lock")
+    rev: str = Field("HEAD", description="git revision whose dvc.lock pins the model")
+    artifact: str = Field("penguin-classifier", description="artifact name in dvc.yaml")
+    remote: str | None = Field(None, description="DVC remote to fetch from (default remote)")
+    max_batch: int = Field(1000, ge=1, description="most instances in one /predict request")
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="largest request body accepted")
+    log_level: str = Field("INFO", description="level of the JSON logs on stderr")

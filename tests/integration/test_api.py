@@ -1,0 +1,309 @@
+"""Integration: the app through a test client, on a real artifact from the pipeline."""
+
+import hashlib
+import json
+import logging
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.resolver import Resolved
+from api.settings import Settings
+from api.store import ModelStore, load_model
+
+PENGUIN = {
+    "island": "Biscoe",
+    "bill_length_mm": 47.5,
+    "bill_depth_mm": 15.0,
+    "flipper_length_mm": 217.0,
+    "body_mass_g": 5200.0,
+    "sex": "male",
+}
+
+
+def store_for(data: bytes, rev: str = "v1") -> ModelStore:
+    digest = hashlib.md5(data).hexdigest()
+    resolved = Resolved(
+        "penguin-classifier",
+        "models/model.zip",
+        digest,
+        rev,
+        "c" * 40,
+        "workspace",
+        data,
+        {"reports/metrics.json": {"accuracy": 0.99}},
+    )
+    return ModelStore({"default": load_model("default", resolved)})
+
+
+@pytest.fixture()
+def client(artifacts):
+    app = create_app(Settings(max_batch=5, max_body_bytes=4096), store_for(artifacts["v1"]))
+    with TestClient(app) as c:
+        yield c
+
+
+def post(client, body, **kw):
+    return client.post("/predict", json=body, **kw)
+
+
+def test_predict_answers_label_probabilities_and_model(client, artifacts):
+    r = post(
+        client,
+        {
+            "instances": [
+                PENGUIN,
+                {
+                    **PENGUIN,
+                    "island": "Torgersen",
+                    "sex": None,
+                    "bill_length_mm": 39.0,
+                    "bill_depth_mm": 18.7,
+                    "flipper_length_mm": 181.0,
+                    "body_mass_g": 3750.0,
+                },
+            ]
+        },
+    )
+    assert r.status_code == 200
+    body = r.json()
+    assert [p["label"] for p in body["predictions"]] == ["Gentoo", "Adelie"]
+    for p in body["predictions"]:
+        assert set(p["probabilities"]) == {"Adelie", "Chinstrap", "Gentoo"}
+        assert sum(p["probabilities"].values()) == pytest.approx(1.0)
+    assert body["model"] == {
+        "variant": "default",
+        "name": "penguin-classifier",
+        "md5": hashlib.md5(artifacts["v1"]).hexdigest(),
+        "rev": "v1",
+    }
+
+
+def test_predictions_equal_the_artifact_loaded_directly(client, artifacts, tiny_csv):
+    import io
+
+    import pandas as pd
+
+    from src.artifact import unpack
+
+    model, schema, _ = unpack(artifacts["v1"])
+    names = [f["name"] for f in schema["features"]]
+    rows = pd.read_csv(io.StringIO(tiny_csv))[names].iloc[::9].head(5)
+    instances = [
+        {k: (None if pd.isna(v) else v) for k, v in r.items()} for r in rows.to_dict("records")
+    ]
+    got = post(client, {"instances": instances}).json()["predictions"]
+    expected = model.predict_proba(rows)
+    for pred, probs in zip(got, expected, strict=True):
+        assert list(pred["probabilities"].values()) == list(map(float, probs))
+
+
+ERRORS = {
+    "missing field": (
+        {"instances": [{k: v for k, v in PENGUIN.items() if k != "sex"}]},
+        "missing",
+        0,
+        "sex",
+    ),
+    "extra field": ({"instances": [{**PENGUIN, "year": 2008}]}, "extra_forbidden", 0, "year"),
+    "wrong type": (
+        {"instances": [PENGUIN, {**PENGUIN, "body_mass_g": "heavy"}]},
+        "float_type",
+        1,
+        "body_mass_g",
+    ),
+    "string number": (
+        {"instances": [{**PENGUIN, "bill_length_mm": "47.5"}]},
+        "float_type",
+        0,
+        "bill_length_mm",
+    ),
+    "bool number": (
+        {"instances": [{**PENGUIN, "bill_length_mm": True}]},
+        "float_type",
+        0,
+        "bill_length_mm",
+    ),
+    "unknown category": (
+        {"instances": [{**PENGUIN, "island": "Atlantis"}]},
+        "literal_error",
+        0,
+        "island",
+    ),
+    "null in non-nullable": (
+        {"instances": [{**PENGUIN, "island": None}]},
+        "literal_error",
+        0,
+        "island",
+    ),
+    "out of range": (
+        {"instances": [PENGUIN, PENGUIN, {**PENGUIN, "flipper_length_mm": 999}]},
+        "less_than_equal",
+        2,
+        "flipper_length_mm",
+    ),
+    "below range": (
+        {"instances": [{**PENGUIN, "body_mass_g": -1}]},
+        "greater_than_equal",
+        0,
+        "body_mass_g",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ERRORS))
+def test_schema_violations_are_422_naming_instance_and_field(client, case):
+    body, kind, index, field = ERRORS[case]
+    r = post(client, body)
+    assert r.status_code == 422
+    error = r.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert {"type": kind, "instance": index, "field": field}.items() <= error["details"][0].items()
+    assert f"instance {index}, field '{field}'" in error["message"]
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_inf_are_422(client, literal):
+    raw = json.dumps({"instances": [PENGUIN]}).replace("47.5", literal)
+    r = client.post("/predict", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    detail = r.json()["error"]["details"][0]
+    assert (detail["type"], detail["field"]) == ("finite_number", "bill_length_mm")
+
+
+@pytest.mark.parametrize("instances,kind", [([], "too_short"), ([PENGUIN] * 6, "too_long")])
+def test_empty_or_oversize_batch_is_422(client, instances, kind):
+    r = post(client, {"instances": instances})
+    assert r.status_code == 422
+    assert r.json()["error"]["details"][0]["type"] == kind
+
+
+@pytest.mark.parametrize("body", [{}, {"instances": [PENGUIN], "extra": 1}, [PENGUIN], "x"])
+def test_wrong_body_shape_is_422(client, body):
+    r = post(client, body)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
+
+
+def test_malformed_json_is_400(client):
+    r = client.post(
+        "/predict", content=b'{"instances": [', headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "malformed_json"
+    assert r.json()["error"]["message"].startswith("request body is not valid JSON")
+
+
+@pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_wrong_content_type_is_415(client, ctype):
+    headers = {"content-type": ctype} if ctype else {}
+    r = client.post("/predict", content=json.dumps({"instances": [PENGUIN]}), headers=headers)
+    assert r.status_code == 415
+    assert r.json()["error"]["code"] == "unsupported_media_type"
+
+
+def test_json_with_charset_is_accepted(client):
+    r = client.post(
+        "/predict",
+        content=json.dumps({"instances": [PENGUIN]}),
+        headers={"content-type": "application/json; charset=utf-8"},
+    )
+    assert r.status_code == 200
+
+
+def test_oversize_body_is_413(client):
+    r = client.post(
+        "/predict", content=b"{" + b" " * 5000 + b"}", headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 413
+    assert "over the 4096-byte limit" in r.json()["error"]["message"]
+
+
+def test_oversize_chunked_body_is_413(client):
+    def chunks():
+        for _ in range(10):
+            yield b" " * 1000
+
+    r = client.post("/predict", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_unknown_route_and_method_are_json(client):
+    r = client.get("/nope")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    r = client.get("/predict")
+    assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_unexpected_failure_is_500_without_a_trace(artifacts, monkeypatch):
+    store = store_for(artifacts["v1"])
+
+    def boom(rows):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(store.get("default").predictor, "predict", boom)
+    app = create_app(Settings(), store)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = post(c, {"instances": [PENGUIN]})
+    assert r.status_code == 500
+    assert r.json()["error"]["code"] == "internal_error"
+    assert "secret" not in r.text and "Traceback" not in r.text
+
+
+def test_health_and_model(client, artifacts):
+    assert client.get("/health/live").json() == {"status": "live"}
+    ready = client.get("/health/ready")
+    assert ready.status_code == 200
+    assert ready.json()["variants"] == {"default": hashlib.md5(artifacts["v1"]).hexdigest()}
+    model = client.get("/model").json()
+    assert model["md5"] == hashlib.md5(artifacts["v1"]).hexdigest() and model["rev"] == "v1"
+    assert model["params"]["estimator"] == "random_forest"
+    assert model["metrics"] == {"reports/metrics.json": {"accuracy": 0.99}}
+    assert [f["name"] for f in model["input_schema"]["features"]][0] == "island"
+    assert model["strategy"] == "single" and model["backend"] == "sklearn"
+
+
+def test_ready_is_503_without_a_model(artifacts):
+    store = store_for(artifacts["v1"])
+    app = create_app(Settings(), store)
+    store._models.clear()
+    with TestClient(app) as c:
+        r = c.get("/health/ready")
+    assert r.status_code == 503 and r.json()["error"]["code"] == "not_ready"
+
+
+def test_openapi_shows_real_fields_and_categories(client):
+    spec = client.get("/openapi.json").json()
+    instance = spec["components"]["schemas"]["Instance"]
+    assert set(instance["required"]) == {
+        "island",
+        "bill_length_mm",
+        "bill_depth_mm",
+        "flipper_length_mm",
+        "body_mass_g",
+        "sex",
+    }
+    assert instance["properties"]["island"]["enum"] == ["Biscoe", "Dream", "Torgersen"]
+    flipper = instance["properties"]["flipper_length_mm"]
+    assert flipper["anyOf"][0]["maximum"] == 240.0
+    assert instance["additionalProperties"] is False
+    assert client.get("/docs").status_code == 200
+
+
+def test_request_id_is_echoed_or_generated_and_logged(client, caplog):
+    with caplog.at_level(logging.INFO, logger="lockserve.access"):
+        r = post(client, {"instances": [PENGUIN]}, headers={"X-Request-ID": "abc-123"})
+        r2 = post(client, {"instances": [PENGUIN, PENGUIN]})
+    assert r.headers["x-request-id"] == "abc-123"
+    assert len(r2.headers["x-request-id"]) == 32
+    lines = [rec.fields for rec in caplog.records if rec.name == "lockserve.access"]
+    assert lines[0]["request_id"] == "abc-123" and lines[0]["status"] == 200
+    assert lines[1]["batch_size"] == 2 and lines[1]["model_md5"] == r.json()["model"]["md5"]
+    assert lines[1]["latency_ms"] > 0 and lines[1]["method"] == "POST"
+
+
+def test_app_resolves_the_rev_it_is_given(model_repo, artifacts):
+    app = create_app(Settings(repo=model_repo, rev="v1"))
+    with TestClient(app) as c:
+        assert c.get("/model").json()["md5"] == hashlib.md5(artifacts["v1"]).hexdigest()
+        assert post(c, {"instances": [PENGUIN]}).json()["model"]["rev"] == "v1"

@@ -1,0 +1,49 @@
+"""Integration: the artifact contract, held from both sides (src writes it, api reads it)."""
+
+import hashlib
+import io
+
+import pandas as pd
+import pytest
+
+from api import artifact as api_artifact
+from api.predictor import SklearnPredictor
+from src import artifact as src_artifact
+
+
+def test_pipeline_artifact_round_trips_through_the_service_loader(artifacts, tiny_csv):
+    data = artifacts["v1"]
+    served = api_artifact.load(data, hashlib.md5(data).hexdigest())
+    model, schema, metadata = src_artifact.unpack(data)
+    assert served.schema == schema and served.metadata == metadata
+    assert api_artifact.FORMAT == src_artifact.FORMAT
+
+    rows = pd.read_csv(io.StringIO(tiny_csv)).head(25)
+    features = [f["name"] for f in schema["features"]]
+    records = [
+        {k: (None if pd.isna(v) else v) for k, v in r.items()}
+        for r in rows[features].to_dict("records")
+    ]
+    predictor = SklearnPredictor(served.predictor, served.schema)
+    got = predictor.predict(records)
+    expected = model.predict_proba(rows[features])
+    for pred, probs in zip(got, expected, strict=True):
+        assert list(pred.probabilities.values()) == pytest.approx(list(probs), abs=0)
+        assert pred.label == metadata["classes"][probs.argmax()]
+
+
+def test_loader_refuses_bytes_that_do_not_match_the_pin(artifacts):
+    data = artifacts["v1"]
+    with pytest.raises(api_artifact.ArtifactError, match="does not match the pinned 0{32}"):
+        api_artifact.load(data, "0" * 32)
+
+
+def test_loader_refuses_a_zip_of_another_format():
+    buf = io.BytesIO()
+    import zipfile
+
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("metadata.json", '{"format": "other/1"}')
+    data = buf.getvalue()
+    with pytest.raises(api_artifact.ArtifactError, match="format 'other/1'"):
+        api_artifact.load(data, hashlib.md5(data).hexdigest())

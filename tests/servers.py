@@ -1,0 +1,94 @@
+"""Real server processes for system tests: free ports, readiness, clean stops."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.conftest import venv_env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(method: str, url: str, body: dict | None = None, timeout: float = 10) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(
+        url, data=data, method=method, headers={"content-type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+class Server:
+    """A server process in its own session; stdout and stderr go to a log file."""
+
+    def __init__(self, cmd: list[str], cwd: Path, port: int, log: Path, **env: str) -> None:
+        self.port, self.log = port, log
+        self.base = f"http://127.0.0.1:{port}"
+        self._out = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=venv_env(PORT=str(port), **env),
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def output(self) -> str:
+        if not self._out.closed:
+            self._out.flush()
+        return self.log.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited {self.proc.returncode}:\n{self.output()}")
+            with contextlib.suppress(OSError):
+                if http("GET", self.base + "/health/ready", timeout=2)[0] == 200:
+                    return
+            time.sleep(0.2)
+        raise AssertionError(f"server not ready in {timeout}s:\n{self.output()}")
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                self.proc.wait()
+        self._out.close()
+        return self.proc.returncode
+
+
+@contextlib.contextmanager
+def running(cmd: list[str], cwd: Path, log: Path, **env: str) -> Iterator[Server]:
+    """Start a server on a free loopback port, wait until ready, always stop it."""
+    server = Server(cmd, cwd, free_port(), log, **env)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()

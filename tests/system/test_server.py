@@ -1,0 +1,145 @@
+"""System: the real server (gunicorn + uvicorn workers, honcho + Procfile) on free ports."""
+
+import hashlib
+import json
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.servers import Server, free_port, http, running
+
+pytestmark = pytest.mark.system
+
+GUNICORN = [
+    str(Path(sys.executable).parent / "gunicorn"),
+    "-c",
+    "api/gunicorn_conf.py",
+    "api.main:app",
+]
+PENGUIN = {
+    "island": "Dream",
+    "bill_length_mm": 49.0,
+    "bill_depth_mm": 18.5,
+    "flipper_length_mm": 195.0,
+    "body_mass_g": 3700.0,
+    "sex": "female",
+}
+
+
+def json_lines(text: str) -> list[dict]:
+    out = []
+    for line in text.splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def test_gunicorn_serves_the_pinned_model(model_repo, artifacts, tmp_path):
+    with running(
+        GUNICORN, ROOT, tmp_path / "log", LOCKSERVE_REPO=str(model_repo), WEB_CONCURRENCY="2"
+    ) as server:
+        status, body = http("POST", server.base + "/predict", {"instances": [PENGUIN] * 3})
+        assert status == 200 and len(body["predictions"]) == 3
+        assert body["model"]["md5"] == hashlib.md5(artifacts["v2"]).hexdigest()
+        assert http("GET", server.base + "/model")[1]["rev"] == "HEAD"
+        status, error = http("POST", server.base + "/predict", {"instances": [{"x": 1}]})
+        assert status == 422 and error["error"]["code"] == "invalid_request"
+        logs = json_lines(server.output())
+    steps = {line["msg"].split(" ")[0] for line in logs if line["logger"] == "lockserve.resolver"}
+    assert {"dvc.lock", "resolved"} <= steps
+    access = [line for line in logs if line["logger"] == "lockserve.access"]
+    predict = next(a for a in access if a["path"] == "/predict" and a["status"] == 200)
+    assert predict["batch_size"] == 3 and predict["model_md5"] == body["model"]["md5"]
+    assert len(predict["request_id"]) == 32 and predict["latency_ms"] > 0
+    booted = [line for line in logs if "Booting worker" in line["msg"]]
+    assert len(booted) == 2
+
+
+def test_tampered_artifact_refuses_to_start(model_repo, artifacts, tmp_path):
+    digest = hashlib.md5(artifacts["v2"]).hexdigest()
+    (model_repo / "models/model.zip").write_bytes(b"tampered")
+    (model_repo / f".dvc/cache/files/md5/{digest[:2]}/{digest[2:]}").unlink()
+    for obj in (model_repo.parent / "remote").rglob(digest[2:]):
+        obj.unlink()
+    port = free_port()
+    server = Server(GUNICORN, ROOT, port, tmp_path / "log", LOCKSERVE_REPO=str(model_repo))
+    code = server.proc.wait(60)
+    output = server.output()
+    server.stop()
+    assert code == 3
+    fatal = [line for line in json_lines(output) if line["level"] == "CRITICAL"]
+    assert len(fatal) == 1
+    assert fatal[0]["msg"].startswith("refusing to start: models/model.zip md5 " + digest)
+    assert f"workspace: md5 {hashlib.md5(b'tampered').hexdigest()}" in fatal[0]["msg"]
+    assert "Listening at" not in output
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        pass
+
+
+def test_unknown_rev_refuses_to_start(model_repo, tmp_path):
+    server = Server(
+        GUNICORN,
+        ROOT,
+        free_port(),
+        tmp_path / "log",
+        LOCKSERVE_REPO=str(model_repo),
+        LOCKSERVE_REV="no-such-tag",
+    )
+    assert server.proc.wait(60) == 3
+    assert "refusing to start: unknown git revision 'no-such-tag'" in server.output()
+    server.stop()
+
+
+def test_sigterm_lets_the_in_flight_request_finish(model_repo, tmp_path):
+    with running(
+        GUNICORN, ROOT, tmp_path / "log", LOCKSERVE_REPO=str(model_repo), WEB_CONCURRENCY="1"
+    ) as server:
+        body = json.dumps({"instances": [PENGUIN]}).encode()
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+        head = (
+            f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        sock.sendall(head + body[:10])  # the request is now in flight
+        time.sleep(0.5)
+        server.signal(signal.SIGTERM)
+        time.sleep(1.0)
+        assert server.proc.poll() is None, "the server quit with a request in flight"
+        sock.sendall(body[10:])
+        reply = b""
+        while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+        sock.close()
+        assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+        assert b'"predictions"' in reply
+        assert server.proc.wait(30) == 0
+
+
+def test_procfile_runs_under_honcho(model_repo, tmp_path):
+    honcho = str(Path(sys.executable).parent / "honcho")
+    port = free_port()
+    server = Server(
+        [honcho, "-f", "Procfile", "start", "-p", str(port)],
+        ROOT,
+        port,
+        tmp_path / "log",
+        LOCKSERVE_REPO=str(model_repo),
+        WEB_CONCURRENCY="1",
+    )
+    try:
+        server.wait_ready()
+        status, body = http("POST", server.base + "/predict", {"instances": [PENGUIN]})
+        assert status == 200 and body["predictions"][0]["label"] in {"Adelie", "Chinstrap"}
+    finally:
+        server.stop()
+    assert f"Listening at: http://127.0.0.1:{port}" in server.output()
