@@ -9,7 +9,7 @@ DVC    := $(BIN)/dvc
 export PATH := $(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data pipeline run serve test lint push pull lock clean
+.PHONY: help setup data pipeline run serve test lint push pull lock clean bench bench-tools
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -45,9 +45,15 @@ serve: setup  ## gunicorn + uvicorn workers on $$HOST:$$PORT (127.0.0.1:8000), W
 test: data lint  ## set up, then lint and the whole test suite
 	$(BIN)/python -m pytest -vv
 
+bench-tools:  ## Apache Bench (ab) from Debian's apache2-utils, if missing
+	@command -v ab >/dev/null || (apt-get update -q && apt-get install -y -q apache2-utils)
+
+bench: pipeline bench-tools  ## load test vs the lecture's Flask baseline; writes bench/results and README
+	$(BIN)/python -m bench.run
+
 lint: setup  ## ruff: lint and format check
-	$(BIN)/ruff check src api tests
-	$(BIN)/ruff format --check src api tests
+	$(BIN)/ruff check src api tests bench
+	$(BIN)/ruff format --check src api tests bench
 
 push: setup  ## dvc push to the default remote, or REMOTE=name
 	$(DVC) push $(if $(REMOTE),-r $(REMOTE))

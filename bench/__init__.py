@@ -1,0 +1,1 @@
+"""Benchmarks: load tests against real servers; results in bench/results/."""
