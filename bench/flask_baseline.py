@@ -4,7 +4,6 @@ It serves the same artifact the same way the lecture does: load the model once, 
 DataFrame per request, call predict_proba, jsonify. No validation beyond what pandas does.
 """
 
-import io
 import os
 import pickle
 import zipfile
@@ -27,7 +26,10 @@ def predict() -> object:
     classes = [str(c) for c in model.classes_]
     return jsonify(
         predictions=[
-            {"label": classes[p.argmax()], "probabilities": dict(zip(classes, p.tolist()))}
+            {
+                "label": classes[p.argmax()],
+                "probabilities": dict(zip(classes, p.tolist(), strict=True)),
+            }
             for p in proba
         ]
     )

@@ -28,8 +28,14 @@ log = logging.getLogger("lockserve.bench")
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 BIN = Path(sys.executable).parent
-PENGUIN = {"island": "Biscoe", "bill_length_mm": 47.5, "bill_depth_mm": 15.0,
-           "flipper_length_mm": 217.0, "body_mass_g": 5200.0, "sex": "male"}
+PENGUIN = {
+    "island": "Biscoe",
+    "bill_length_mm": 47.5,
+    "bill_depth_mm": 15.0,
+    "flipper_length_mm": 217.0,
+    "body_mass_g": 5200.0,
+    "sex": "male",
+}
 # Shell commands: each server binds 127.0.0.1:$PORT, a free port chosen per run.
 SERVERS = {
     "flask + gunicorn -w 4 (lecture baseline)": (
@@ -43,8 +49,21 @@ SERVERS = {
 
 def ab(url: str, body: Path, requests: int, concurrency: int) -> dict[str, float]:
     """Run ab against ``url``; return req/s, p50/p99 latency (ms) and failure counts."""
-    cmd = ["ab", "-q", "-n", str(requests), "-c", str(concurrency), "-s", "30",
-           "-p", str(body), "-T", "application/json", url]
+    cmd = [
+        "ab",
+        "-q",
+        "-n",
+        str(requests),
+        "-c",
+        str(concurrency),
+        "-s",
+        "30",
+        "-p",
+        str(body),
+        "-T",
+        "application/json",
+        url,
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True).stdout
 
     def number(pattern: str, default: float | None = None) -> float:
@@ -87,18 +106,26 @@ def bench(requests: int, concurrency: int) -> list[dict]:
 def table(rows: list[dict]) -> str:
     lines = ["| server | req/s | ratio | p50 ms | p99 ms | failed |", "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['server']} | {r['req_per_s']:.0f} | {r['ratio']:.2f}x | "
-                     f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['failed']:.0f} |")
+        lines.append(
+            f"| {r['server']} | {r['req_per_s']:.0f} | {r['ratio']:.2f}x | "
+            f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['failed']:.0f} |"
+        )
     return "\n".join(lines)
 
 
 def write(rows: list[dict]) -> str:
-    meta = {"date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count(),
-            "python": platform.python_version(), "tool": "ab (apache2-utils)"}
+    meta = {
+        "date": time.strftime("%Y-%m-%d"),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "tool": "ab (apache2-utils)",
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "rest.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    text = (f"{table(rows)}\n\n`ab -c {rows[0]['concurrency']} -n {rows[0]['requests']}`, "
-            f"single-row requests, {meta['cores']} cores shared with ab, {meta['date']}.")
+    text = (
+        f"{table(rows)}\n\n`ab -c {rows[0]['concurrency']} -n {rows[0]['requests']}`, "
+        f"single-row requests, {meta['cores']} cores shared with ab, {meta['date']}."
+    )
     (RESULTS / "rest.md").write_text(text + "\n")
     readme = ROOT / "README.md"
     content = readme.read_text()
