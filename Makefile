@@ -9,7 +9,7 @@ DVC    := $(BIN)/dvc
 export PATH := $(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data pipeline run serve test lint push pull lock clean bench bench-tools
+.PHONY: help setup data pipeline run serve test lint push pull lock clean bench bench-tools deploy s3-up s3-down
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -45,6 +45,15 @@ serve: setup  ## gunicorn + uvicorn workers on $$HOST:$$PORT (127.0.0.1:8000), W
 test: data lint  ## set up, then lint and the whole test suite
 	$(BIN)/python -m pytest -vv
 
+deploy: $(VENV)/.installed-api  ## deploy host: api deps only, fetch + verify the pinned model, serve
+	$(BIN)/gunicorn -c api/gunicorn_conf.py api.main:app
+
+s3-up: setup  ## start a local SeaweedFS S3 server (state in .s3-local/); prints the env to export
+	$(BIN)/python -m tools.seaweedfs up .s3-local
+
+s3-down: setup  ## stop the local SeaweedFS S3 server
+	$(BIN)/python -m tools.seaweedfs down .s3-local
+
 bench-tools:  ## Apache Bench (ab) from Debian's apache2-utils, if missing
 	@command -v ab >/dev/null || (apt-get update -q && apt-get install -y -q apache2-utils)
 
@@ -52,8 +61,8 @@ bench: pipeline bench-tools  ## load test vs the lecture's Flask baseline; write
 	$(BIN)/python -m bench.run
 
 lint: setup  ## ruff: lint and format check
-	$(BIN)/ruff check src api tests bench
-	$(BIN)/ruff format --check src api tests bench
+	$(BIN)/ruff check src api tests bench tools
+	$(BIN)/ruff format --check src api tests bench tools
 
 push: setup  ## dvc push to the default remote, or REMOTE=name
 	$(DVC) push $(if $(REMOTE),-r $(REMOTE))

@@ -18,7 +18,14 @@ log = logging.getLogger("lockserve.app")
 
 def build_store(settings: Settings) -> ModelStore:
     """Resolve, verify and load the model dvc.lock pins at ``settings.rev``."""
-    resolved = resolve(settings.repo, settings.rev, settings.artifact, settings.remote)
+    resolved = resolve(
+        settings.repo,
+        settings.rev,
+        settings.artifact,
+        settings.remote,
+        settings.fetch_attempts,
+        settings.fetch_backoff_s,
+    )
     return ModelStore({DEFAULT_VARIANT: load_model(DEFAULT_VARIANT, resolved)})
 
 

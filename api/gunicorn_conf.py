@@ -4,7 +4,11 @@ The app is loaded in the master before it binds (preload), so a model that fails
 stops the server before it listens, and workers share the loaded model's memory.
 """
 
+import logging
 import os
+import time
+
+STARTED = time.monotonic()  # in the master, before the app loads; workers inherit it
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 1))
@@ -15,3 +19,14 @@ timeout = 60
 keepalive = 5
 accesslog = None  # the app logs one JSON line per request
 control_socket_disable = True  # several servers may run side by side (tests, bench)
+
+
+def post_worker_init(worker: object) -> None:
+    """Log how long it took from start to a worker ready to serve (includes model load)."""
+    ready_ms = (time.monotonic() - STARTED) * 1000
+    logging.getLogger("lockserve").info(
+        "worker %d ready %.0f ms after start",
+        os.getpid(),
+        ready_ms,
+        extra={"fields": {"ready_ms": round(ready_ms, 1)}},
+    )

@@ -8,6 +8,7 @@ import logging
 import sys
 
 from api import logs
+from api.logs import FIELDS
 from api.app import create_app
 from api.resolver import ResolutionError
 from api.settings import Settings
@@ -19,3 +20,20 @@ try:
 except ResolutionError as exc:
     logging.getLogger("lockserve").critical("refusing to start: %s", exc)
     sys.exit(3)
+for variant in app.state.store.variants():
+    served = app.state.store.get(variant)
+    steps = {**served.resolved.timings_ms, "load_ms": served.load_ms}
+    logging.getLogger("lockserve").info(
+        "model %s ready from %s: %s",
+        served.md5,
+        served.resolved.source,
+        ", ".join(f"{k[:-3]} {v:.0f} ms" for k, v in steps.items()),
+        extra={
+            FIELDS: {
+                "variant": variant,
+                "md5": served.md5,
+                "source": served.resolved.source,
+                **{k: round(v, 1) for k, v in steps.items()},
+            }
+        },
+    )

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from api import remote as remotes
 from api.logs import FIELDS
 
 log = logging.getLogger("lockserve.resolver")
@@ -38,8 +40,31 @@ class Resolved:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
+# GTO's names for a registered version or an assigned stage: name@v1.2.0, name#prod
+GTO_REV = re.compile(
+    r"^(?P<name>[a-z0-9][a-z0-9-]*)(?:@(?P<version>v[^#@\s]+)|#(?P<stage>[\w-]+))$"
+)
+
+
 def md5_hex(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
+
+
+def git_rev(repo_root: Path, rev: str) -> str:
+    """``rev`` as git understands it: GTO versions and stages become the commit they name."""
+    match = GTO_REV.match(rev)
+    if not match:
+        return rev
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    try:
+        with Repo(str(repo_root)) as repo:
+            return repo.artifacts.get_rev(
+                match["name"], version=match["version"], stage=match["stage"]
+            )
+    except DvcException as exc:
+        raise ResolutionError(f"cannot resolve {rev!r} with GTO: {exc}") from None
 
 
 def _read(path: Path) -> bytes | None:
@@ -74,8 +99,19 @@ def _pinned(fs: Any, name: str, rev: str, commit: str) -> tuple[str, str]:
     return path, md5
 
 
-def resolve(repo_root: Path, rev: str, name: str, remote: str | None = None) -> Resolved:
-    """Return the verified bytes of artifact ``name`` pinned by ``dvc.lock`` at ``rev``."""
+def resolve(
+    repo_root: Path,
+    rev: str,
+    name: str,
+    remote: str | None = None,
+    attempts: int = 3,
+    backoff_s: float = 0.5,
+) -> Resolved:
+    """Return the verified bytes of artifact ``name`` pinned by ``dvc.lock`` at ``rev``.
+
+    ``rev`` is a branch, tag or commit, or a GTO version (``name@v1.0.0``) or stage
+    (``name#prod``). A remote that cannot be reached is tried ``attempts`` times.
+    """
     from dvc.api import DVCFileSystem
     from dvc.exceptions import DvcException, NotDvcRepoError
     from dvc.scm import RevError
@@ -83,7 +119,7 @@ def resolve(repo_root: Path, rev: str, name: str, remote: str | None = None) -> 
     timings: dict[str, float] = {}
     started = time.perf_counter()
     try:
-        fs = DVCFileSystem(str(repo_root), rev=rev)
+        fs = DVCFileSystem(str(repo_root), rev=git_rev(repo_root, rev))
         commit = fs.repo.get_rev()
     except NotDvcRepoError:
         raise ResolutionError(f"{repo_root}: not a DVC repository") from None
@@ -109,7 +145,9 @@ def resolve(repo_root: Path, rev: str, name: str, remote: str | None = None) -> 
         if data is None:
             found.append(f"{source}: absent")
             continue
+        verify_started = time.perf_counter()
         got = md5_hex(data)
+        timings["verify_ms"] = (time.perf_counter() - verify_started) * 1000
         if got == md5:
             return _done(name, path, md5, rev, commit, source, data, fs, timings, started)
         found.append(f"{source}: md5 {got}")
@@ -125,30 +163,26 @@ def resolve(repo_root: Path, rev: str, name: str, remote: str | None = None) -> 
             cache_path.unlink()  # a corrupt cache entry must not be trusted by a later start
 
     fetch_started = time.perf_counter()
-    remote_name = remote or fs.repo.config["core"].get("remote") or "(none configured)"
     try:
-        from dvc.repo import Repo
-
-        with Repo(str(repo_root)) as repo:  # fetch that one object for that commit, no more
-            repo.fetch(targets=[path], revs=[commit], workspace=False, remote=remote)
-    except DvcException as exc:
+        remote_label = remotes.fetch(repo_root, commit, path, remote, attempts, backoff_s)
+    except remotes.RemoteError as exc:
         raise ResolutionError(
-            f"{path} md5 {md5} pinned at {rev} could not be fetched from remote "
-            f"{remote_name!r}: {exc} ({'; '.join(found)})"
+            f"{path} md5 {md5} pinned at {rev}: {exc} ({'; '.join(found)})"
         ) from None
     timings["fetch_ms"] = (time.perf_counter() - fetch_started) * 1000
     data = _read(cache_path)
     if data is None:
         raise ResolutionError(
-            f"{path} md5 {md5} pinned at {rev} is missing from remote {remote_name!r} "
-            f"({'; '.join(found)})"
+            f"{path} md5 {md5} pinned at {rev} is missing from {remote_label} ({'; '.join(found)})"
         )
+    verify_started = time.perf_counter()
     got = md5_hex(data)
+    timings["verify_ms"] = (time.perf_counter() - verify_started) * 1000
     if got != md5:
         cache_path.unlink()
         raise ResolutionError(
-            f"{path}: expected md5 {md5} (dvc.lock at {rev}), remote {remote_name!r} gave "
-            f"md5 {got}; not loaded ({'; '.join(found)})"
+            f"{path}: expected md5 {md5} (dvc.lock at {rev}), {remote_label} gave "
+            f"md5 {got}; not loaded, not cached ({'; '.join(found)})"
         )
     return _done(name, path, md5, rev, commit, "remote", data, fs, timings, started)
 

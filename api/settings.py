@@ -12,9 +12,13 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LOCKSERVE_")
 
     repo: Path = Field(Path("."), description="DVC/git repository holding dvc.yaml and dvc.lock")
-    rev: str = Field("HEAD", description="git revision whose dvc.lock pins the model")
+    rev: str = Field(
+        "HEAD", description="git revision (or GTO name@version / name#stage) whose dvc.lock pins"
+    )
     artifact: str = Field("penguin-classifier", description="artifact name in dvc.yaml")
     remote: str | None = Field(None, description="DVC remote to fetch from (default remote)")
+    fetch_attempts: int = Field(3, ge=1, le=10, description="tries to reach the remote")
+    fetch_backoff_s: float = Field(0.5, ge=0, description="first retry delay, doubled each time")
     max_batch: int = Field(1000, ge=1, description="most instances in one /predict request")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="largest request body accepted")
     log_level: str = Field("INFO", description="level of the JSON logs on stderr")

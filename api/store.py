@@ -23,6 +23,7 @@ class ServedModel:
     resolved: Resolved
     artifact: artifact.Artifact
     predictor: SklearnPredictor
+    load_ms: float = 0.0
 
     @property
     def md5(self) -> str:
@@ -39,6 +40,7 @@ class ServedModel:
             "rev": self.resolved.rev,
             "commit": self.resolved.commit,
             "source": self.resolved.source,
+            "startup_ms": {**self.resolved.timings_ms, "load_ms": self.load_ms},
             "backend": self.predictor.backend,
             "estimator": meta.get("estimator"),
             "classes": self.predictor.classes,
@@ -72,7 +74,7 @@ def load_model(variant: str, resolved: Resolved) -> ServedModel:
             }
         },
     )
-    return ServedModel(variant, resolved, loaded, predictor)
+    return ServedModel(variant, resolved, loaded, predictor, load_ms)
 
 
 class ModelStore:

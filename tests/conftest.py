@@ -149,3 +149,13 @@ def model_repo(tmp_path, model_repo_template) -> Path:
     repo = tmp_path / "m" / "repo"
     dvc("remote", "modify", "--local", "local", "url", str(tmp_path / "m" / "remote"), cwd=repo)
     return repo
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """A real S3-compatible server (SeaweedFS) on free loopback ports, for the whole session."""
+    from tools import seaweedfs
+
+    server = seaweedfs.start(tmp_path_factory.mktemp("seaweedfs"))
+    yield server
+    seaweedfs.stop(server)

@@ -1,0 +1,76 @@
+"""Fetching one pinned object from a DVC remote, with a preflight and bounded retries.
+
+DVC's fetch reports failures only as a count, so the remote is first probed through DVC's own
+filesystem for it: a refused login (403) fails at once, an unreachable server is retried with
+exponential backoff, and each failure becomes one line naming the remote.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from api.logs import FIELDS
+
+log = logging.getLogger("lockserve.remote")
+
+
+class RemoteError(Exception):
+    """The remote could not be reached or refused us; the message names it."""
+
+
+def describe(repo: object, name: str) -> str:
+    url = repo.config["remote"].get(name, {}).get("url", "?")  # type: ignore[attr-defined]
+    return f"remote {name!r} ({url})"
+
+
+def _probe(fs: object, path: str, label: str, attempts: int, backoff_s: float) -> None:
+    """Check the remote answers; retry what may pass (connection, 5xx), not what will not."""
+    for attempt in range(1, attempts + 1):
+        try:
+            fs.exists(path)  # type: ignore[attr-defined]
+            return
+        except PermissionError as exc:
+            raise RemoteError(
+                f"{label} answered 403 Forbidden ({exc}): check its credentials "
+                "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or .dvc/config.local)"
+            ) from None
+        except Exception as exc:  # noqa: BLE001 - boto, aiohttp and OS errors all mean "try again"
+            if attempt == attempts:
+                raise RemoteError(f"{label} unreachable after {attempts} attempts: {exc}") from None
+            delay = backoff_s * 2 ** (attempt - 1)
+            log.warning(
+                "%s: attempt %d/%d failed (%s); retrying in %.1f s",
+                label,
+                attempt,
+                attempts,
+                exc,
+                delay,
+                extra={FIELDS: {"attempt": attempt, "retry_in_s": delay}},
+            )
+            time.sleep(delay)
+
+
+def fetch(
+    repo_root: Path, commit: str, path: str, remote: str | None, attempts: int, backoff_s: float
+) -> str:
+    """`dvc fetch` exactly ``path`` as pinned at ``commit`` into the cache; return the remote."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    with Repo(str(repo_root)) as repo:
+        name = remote or repo.config["core"].get("remote")
+        if not name:
+            raise RemoteError("no DVC remote is configured (set a default or LOCKSERVE_REMOTE)")
+        label = describe(repo, name)
+        try:
+            store = repo.cloud.get_remote(name)
+        except DvcException as exc:
+            raise RemoteError(f"{label}: {exc}") from None
+        _probe(store.fs, store.path, label, attempts, backoff_s)
+        try:
+            repo.fetch(targets=[path], revs=[commit], workspace=False, remote=name)
+        except DvcException as exc:
+            raise RemoteError(f"{label}: fetch failed: {exc}") from None
+    return label
