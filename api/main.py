@@ -8,8 +8,8 @@ import logging
 import sys
 
 from api import logs
-from api.logs import FIELDS
 from api.app import create_app
+from api.logs import FIELDS
 from api.resolver import ResolutionError
 from api.settings import Settings
 
