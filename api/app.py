@@ -1,12 +1,17 @@
-"""The application factory: create_app(settings) wires store, strategy, routes and errors."""
+"""The application factory: create_app(settings) wires store, strategy, core, routes, errors."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI
+from pydantic.json_schema import models_json_schema
 
 from api import errors, rest, schemas
+from api.batching import Batcher
+from api.core import PredictCore
+from api.fastpath import FastPredict
 from api.middleware import RequestContext
 from api.resolver import resolve
 from api.routing import DEFAULT_VARIANT, Single
@@ -19,14 +24,33 @@ log = logging.getLogger("lockserve.app")
 def build_store(settings: Settings) -> ModelStore:
     """Resolve, verify and load the model dvc.lock pins at ``settings.rev``."""
     resolved = resolve(
-        settings.repo,
-        settings.rev,
-        settings.artifact,
-        settings.remote,
-        settings.fetch_attempts,
-        settings.fetch_backoff_s,
+        settings.repo, settings.rev, settings.artifact, settings.remote,
+        settings.fetch_attempts, settings.fetch_backoff_s,
     )
-    return ModelStore({DEFAULT_VARIANT: load_model(DEFAULT_VARIANT, resolved)})
+    return ModelStore({DEFAULT_VARIANT: load_model(DEFAULT_VARIANT, resolved, settings.backend)})
+
+
+def batchers_for(store: ModelStore, settings: Settings) -> dict[str, Batcher]:
+    """An adaptive batcher per variant whose backend gains from one (or when forced on)."""
+    out = {}
+    for name in store.variants():
+        backend = store.get(name).backend
+        wanted = settings.batching or ("on" if backend.name == "sklearn" else "off")
+        if wanted == "on":
+            out[name] = Batcher(backend.predict_proba, settings.max_batch_size,
+                                settings.max_latency_ms / 1000)
+    return out
+
+
+def _openapi_with(app: FastAPI, request_model: type) -> dict[str, Any]:
+    """FastAPI's schema plus the generated request model (the /predict body is read raw)."""
+    if app.openapi_schema is None:
+        spec = FastAPI.openapi(app)
+        _, defs = models_json_schema([(request_model, "validation")],
+                                     ref_template="#/components/schemas/{model}")
+        spec.setdefault("components", {}).setdefault("schemas", {}).update(defs["$defs"])
+        app.openapi_schema = spec
+    return app.openapi_schema
 
 
 def create_app(settings: Settings, store: ModelStore | None = None) -> FastAPI:
@@ -35,19 +59,25 @@ def create_app(settings: Settings, store: ModelStore | None = None) -> FastAPI:
     strategy = Single()
     primary = store.get(strategy.choose(None))
     request_model, response_model = schemas.build(
-        primary.artifact.schema, primary.predictor.classes, settings.max_batch
+        primary.artifact.schema, primary.backend.classes, settings.max_batch
     )
+    core = PredictCore(store, strategy, request_model, batchers_for(store, settings))
     app = FastAPI(
         title="lockserve",
         summary="Serves exactly the model that dvc.lock pins",
         description=(
             f"Artifact `{primary.resolved.name}` md5 `{primary.md5}` "
-            f"pinned at `{primary.resolved.rev}` ({primary.resolved.commit[:12]})."
+            f"pinned at `{primary.resolved.rev}` ({primary.resolved.commit[:12]}), "
+            f"{primary.backend.name} backend."
         ),
         version="0.1.0",
     )
+    app.openapi = lambda: _openapi_with(app, request_model)  # type: ignore[method-assign]
     errors.install(app)
-    app.include_router(rest.router(store, strategy, request_model, response_model))
+    app.include_router(rest.router(core, request_model, response_model))
+    if settings.fast_path:
+        app.add_middleware(FastPredict, core=core)
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
     app.state.store = store
+    app.state.core = core
     return app

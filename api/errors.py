@@ -24,6 +24,17 @@ CODES = {
 }
 
 
+class ApiError(Exception):
+    """A request the service refuses: status, message and details for the JSON error body."""
+
+    def __init__(self, status: int, message: str, details: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.details = status, message, details or []
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.status, self.message, self.details)
+
+
 def error_body(status: int, message: str, details: list[Any] | None = None) -> dict[str, Any]:
     return {
         "error": {"code": CODES.get(status, "error"), "message": message, "details": details or []}
@@ -66,14 +77,23 @@ def summary(details: list[dict[str, Any]]) -> str:
     return "; ".join(parts) + more
 
 
-async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-    errors = list(exc.errors())
-    if any(e["type"] == "json_invalid" for e in errors):
-        bad = next(e for e in errors if e["type"] == "json_invalid")
+def from_validation(errors: list[dict[str, Any]]) -> ApiError:
+    """400 for JSON that does not parse, else 422 naming each instance and field."""
+    bad = next((e for e in errors if e["type"] == "json_invalid"), None)
+    if bad is not None:
         reason = (bad.get("ctx") or {}).get("error", bad["msg"])
-        return error_response(400, f"request body is not valid JSON: {reason}")
+        return ApiError(400, f"request body is not valid JSON: {reason}")
     details = validation_details(errors)
-    return error_response(422, summary(details), details)
+    return ApiError(422, summary(details), details)
+
+
+async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    error = from_validation(list(exc.errors()))
+    return error_response(error.status, error.message, error.details)
+
+
+async def _api(request: Request, exc: ApiError) -> JSONResponse:
+    return error_response(exc.status, exc.message, exc.details)
 
 
 async def _http(request: Request, exc: HTTPException) -> JSONResponse:
@@ -88,5 +108,6 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every failure into the JSON error shape."""
     app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(ApiError, _api)
     app.add_exception_handler(HTTPException, _http)
     app.add_exception_handler(Exception, _unexpected)

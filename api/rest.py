@@ -1,82 +1,65 @@
 """REST protocol adapter: /predict, /health/live, /health/ready and /model.
 
-(No postponed annotations here: FastAPI must see the generated request model itself.)
-
-Thin routes: validation is the generated pydantic models, routing is the strategy, the work is
-the predictor. Nothing here knows how a model was resolved.
+Thin routes: /predict hands the raw body to the prediction core (api/core.py), which validates
+it with the models generated from the artifact's schema; nothing here knows how a model was
+resolved. When the fast path is on, POST /predict is answered in front of this router by the
+same core, and this route is what /docs describes.
 """
 
 from typing import Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request, Response
 
+from api.core import PredictCore
 from api.errors import error_response
-from api.routing import Strategy
-from api.store import ModelStore
 
 
-def router(
-    store: ModelStore, strategy: Strategy, request_model: type, response_model: type
-) -> APIRouter:
-    """Build the REST routes over ``store``, letting ``strategy`` pick the variant."""
+def router(core: PredictCore, request_model: type, response_model: type) -> APIRouter:
+    """Build the REST routes over the core's store and strategy."""
     api = APIRouter()
+    store, strategy = core.store, core.strategy
 
-    # A sync route: FastAPI runs it in its thread pool, so prediction never blocks the loop.
     @api.post(
         "/predict",
         response_model=response_model,
         summary="Predict the species of one or more penguins",
-        responses={
-            400: {"description": "malformed JSON"},
-            413: {"description": "body too large"},
-            415: {"description": "not application/json"},
-            422: {"description": "instances violate the model's input schema"},
-        },
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+            "schema": {"$ref": f"#/components/schemas/{request_model.__name__}"}}}}},
+        responses={400: {"description": "malformed JSON"}, 413: {"description": "body too large"},
+                   415: {"description": "not application/json"},
+                   422: {"description": "instances violate the model's input schema"}},
     )
-    def predict(body: request_model, request: Request) -> JSONResponse:  # type: ignore[valid-type]
-        variant = strategy.choose(request.headers.get("x-routing-key"))
-        model = store.get(variant)
-        rows = [instance.__dict__ for instance in body.instances]
-        predictions = model.predictor.predict(rows)
-        request.state.batch_size = len(rows)
-        request.state.variant = variant
-        request.state.model_md5 = model.md5
-        return JSONResponse(
-            {
-                "predictions": [
-                    {"label": p.label, "probabilities": p.probabilities} for p in predictions
-                ],
-                "model": {
-                    "variant": variant,
-                    "name": model.resolved.name,
-                    "md5": model.md5,
-                    "rev": model.resolved.rev,
-                },
-            }
+    async def predict(request: Request) -> Response:
+        payload = await core.predict(
+            await request.body(), request.headers.get("x-routing-key"), request.state._state
         )
+        return Response(payload, media_type="application/json")
 
     @api.get("/health/live", summary="The process is up")
     def live() -> dict[str, str]:
         return {"status": "live"}
 
-    @api.get(
-        "/health/ready",
-        summary="The pinned model is loaded and verified",
-        responses={503: {"description": "not ready"}},
-    )
+    @api.get("/health/ready", summary="The pinned model is loaded and verified",
+             responses={503: {"description": "not ready"}})
     def ready() -> Any:
         if not store.ready:
             return error_response(503, "no verified model is loaded")
-        return {"status": "ready", "variants": {v: store.get(v).md5 for v in store.variants()}}
+        return {"status": "ready",
+                "variants": {v: store.get(v).md5 for v in store.variants()}}
 
     @api.get("/model", summary="Which model answers: md5, rev, params, metrics, input schema")
     def describe() -> dict[str, Any]:
         primary = store.get(strategy.choose(None))
-        return {
-            "strategy": strategy.name,
-            **primary.describe(),
-            "variants": [store.get(v).describe() for v in store.variants()],
-        }
+        variants = []
+        for name in store.variants():
+            batcher = core.batchers.get(name)
+            batching = {"enabled": batcher is not None}
+            if batcher is not None:
+                batching.update(max_batch_size=batcher.max_size,
+                                max_latency_ms=batcher.max_latency_s * 1000,
+                                this_worker=batcher.stats.as_dict())
+            variants.append({**store.get(name).describe(), "batching": batching})
+        first = next(v for v in variants if v["variant"] == primary.variant)
+        return {"strategy": strategy.name, **first, "variants": variants}
 
     return api

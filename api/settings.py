@@ -1,6 +1,7 @@
 """Service settings, read from the environment (LOCKSERVE_*) by pydantic-settings."""
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,3 +23,12 @@ class Settings(BaseSettings):
     max_batch: int = Field(1000, ge=1, description="most instances in one /predict request")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="largest request body accepted")
     log_level: str = Field("INFO", description="level of the JSON logs on stderr")
+    backend: Literal["onnx", "sklearn"] = Field(
+        "onnx", description="onnx whenever the artifact has a graph (else sklearn), or sklearn"
+    )
+    batching: Literal["on", "off"] | None = Field(
+        None, description="adaptive batching; default on for sklearn, off for onnx"
+    )
+    max_batch_size: int = Field(256, ge=1, description="most rows in one adaptive batch")
+    max_latency_ms: float = Field(2.0, ge=0, description="longest a row waits for batch-mates")
+    fast_path: bool = Field(True, description="answer /predict with the thin ASGI handler")

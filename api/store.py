@@ -7,9 +7,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from api import artifact
+from api import artifact, backends
 from api.logs import FIELDS
-from api.predictor import SklearnPredictor
 from api.resolver import ResolutionError, Resolved
 
 log = logging.getLogger("lockserve.store")
@@ -17,17 +16,27 @@ log = logging.getLogger("lockserve.store")
 
 @dataclass(frozen=True)
 class ServedModel:
-    """One variant: what dvc.lock pinned, where the bytes came from, and the loaded predictor."""
+    """One variant: what dvc.lock pinned, where the bytes came from, and its loaded backend."""
 
     variant: str
     resolved: Resolved
     artifact: artifact.Artifact
-    predictor: SklearnPredictor
+    backend: backends.Backend
     load_ms: float = 0.0
 
     @property
     def md5(self) -> str:
         return self.resolved.md5
+
+    @property
+    def ref(self) -> dict[str, str]:
+        """What every response names: which pinned bytes answered."""
+        return {
+            "variant": self.variant,
+            "name": self.resolved.name,
+            "md5": self.resolved.md5,
+            "rev": self.resolved.rev,
+        }
 
     def describe(self) -> dict[str, Any]:
         """What GET /model reports for this variant."""
@@ -41,9 +50,10 @@ class ServedModel:
             "commit": self.resolved.commit,
             "source": self.resolved.source,
             "startup_ms": {**self.resolved.timings_ms, "load_ms": self.load_ms},
-            "backend": self.predictor.backend,
+            "backend": self.backend.name,
+            "onnx_in_artifact": self.artifact.onnx is not None,
             "estimator": meta.get("estimator"),
-            "classes": self.predictor.classes,
+            "classes": self.backend.classes,
             "params": meta.get("params", {}),
             "metrics": self.resolved.metrics,
             "libraries": meta.get("libraries", {}),
@@ -51,30 +61,22 @@ class ServedModel:
         }
 
 
-def load_model(variant: str, resolved: Resolved) -> ServedModel:
+def load_model(variant: str, resolved: Resolved, backend: str = "onnx") -> ServedModel:
     """Deserialise verified bytes into a ServedModel (the md5 is checked once more first)."""
     started = time.perf_counter()
     try:
         loaded = artifact.load(resolved.data, resolved.md5)
     except artifact.ArtifactError as exc:
         raise ResolutionError(f"{resolved.path} md5 {resolved.md5}: {exc}") from None
-    predictor = SklearnPredictor(loaded.predictor, loaded.schema)
+    chosen = backends.select(loaded, backend)
     load_ms = (time.perf_counter() - started) * 1000
     log.info(
-        "loaded variant %s: %s md5 %s",
-        variant,
-        resolved.name,
-        resolved.md5,
-        extra={
-            FIELDS: {
-                "variant": variant,
-                "md5": resolved.md5,
-                "load_ms": round(load_ms, 1),
-                "backend": predictor.backend,
-            }
-        },
+        "loaded variant %s: %s md5 %s (%s backend)",
+        variant, resolved.name, resolved.md5, chosen.name,
+        extra={FIELDS: {"variant": variant, "md5": resolved.md5, "load_ms": round(load_ms, 1),
+                        "backend": chosen.name}},
     )
-    return ServedModel(variant, resolved, loaded, predictor, load_ms)
+    return ServedModel(variant, resolved, loaded, chosen, load_ms)
 
 
 class ModelStore:

@@ -10,6 +10,7 @@ import json
 import logging
 import pickle
 import platform
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from src import artifact
+from src import artifact, onnx_export
 from src.stage import (
     StageError,
     canonical_pickle,
@@ -94,9 +95,17 @@ def run(
             "python": ".".join(platform.python_version_tuple()[:2]),
             "scikit-learn": sklearn.__version__,
             "numpy": numpy.__version__,
+            "skl2onnx": version("skl2onnx"),
+            "onnx": version("onnx"),
         },
     }
-    write_outputs({out: artifact.pack(canonical_pickle(predictor), schema, metadata)})
+    onnx_bytes = onnx_export.export(estimator, x.shape[1])
+    metadata["onnx"] = onnx_bytes is not None
+    preprocess = onnx_export.preprocess_spec(transformer)
+    if preprocess["inputs"] != metadata["model_inputs"]:
+        raise StageError(f"preprocess spec inputs {preprocess['inputs']} != model inputs")
+    packed = artifact.pack(canonical_pickle(predictor), schema, metadata, preprocess, onnx_bytes)
+    write_outputs({out: packed})
 
 
 if __name__ == "__main__":

@@ -40,7 +40,9 @@ def test_pipeline_on_tiny_data_writes_every_out(params, tiny_raw, tmp_path):
         "reports/plots/roc.csv",
         "reports/plots/importance.csv",
     }
-    assert set(scores) == {"accuracy", "f1_macro", "roc_auc_ovr", "log_loss", "n_test"}
+    assert set(scores) == {"accuracy", "f1_macro", "roc_auc_ovr", "log_loss", "n_test",
+                           "onnx_max_abs_diff", "onnx_label_agreement"}
+    assert scores["onnx_max_abs_diff"] <= 1e-5 and scores["onnx_label_agreement"] == 1.0
     assert scores["n_test"] == 12 and 0.0 <= scores["accuracy"] <= 1.0
     assert json.loads((root / "reports/metrics.json").read_text()) == scores
 
@@ -98,7 +100,7 @@ def test_artifact_is_self_contained(params, tiny_raw, tmp_path):
     assert [f["name"] for f in schema["features"]] == params["prepare"]["features"]
     assert meta["classes"] == ["Adelie", "Chinstrap", "Gentoo"]
     assert meta["training_data"]["md5"] == md5_file(tmp_path / "features/train.parquet")
-    assert set(meta["libraries"]) == {"python", "scikit-learn", "numpy"}
+    assert set(meta["libraries"]) == {"python", "scikit-learn", "numpy", "skl2onnx", "onnx"}
     raw = pd.DataFrame(
         [
             {
@@ -172,3 +174,40 @@ def test_bootstrap_checks_md5_against_the_dvc_file(tmp_path):
     with pytest.raises(StageError, match="pins 0123456789abcdef0123456789abcdef"):
         bootstrap.run(wrong)
     assert not (wrong.parent / "penguins.csv").exists()
+
+
+def test_onnx_parity_gate_fails_the_stage_and_keeps_reports(params, tiny_raw, tmp_path):
+    run_all(params, tiny_raw, tmp_path)
+    reports = outputs(tmp_path / "reports")
+    # swap in the ONNX graph of another model: same inputs, different trees
+    other = {**params["train"], "random_forest": {**params["train"]["random_forest"],
+                                                   "n_estimators": 3}}
+    train.run(other, tmp_path / "features", tmp_path / "prepared/schema.json",
+              tmp_path / "other.zip")
+    _, _, other_meta = artifact.unpack((tmp_path / "other.zip").read_bytes())
+    model, schema, meta = artifact.unpack((tmp_path / "models/model.zip").read_bytes())
+    meta = {k: v for k, v in meta.items() if k not in ("preprocess", "onnx")}
+    from src.stage import canonical_pickle
+
+    bad = artifact.pack(canonical_pickle(model), schema, meta, other_meta["preprocess"],
+                        other_meta["onnx"])
+    (tmp_path / "models/model.zip").write_bytes(bad)
+    with pytest.raises(StageError, match="ONNX export disagrees with sklearn on 3012 rows"):
+        evaluate.run(params["evaluate"], tmp_path / "models/model.zip",
+                     tmp_path / "prepared/test.parquet", tmp_path / "reports")
+    assert outputs(tmp_path / "reports") == reports
+
+
+def test_unconvertible_estimator_falls_back_to_sklearn(params, tiny_raw, tmp_path, monkeypatch,
+                                                       caplog):
+    import skl2onnx
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Unable to find a shape calculator")
+
+    monkeypatch.setattr(skl2onnx, "to_onnx", refuse)
+    scores = run_all(params, tiny_raw, tmp_path)
+    _, _, meta = artifact.unpack((tmp_path / "models/model.zip").read_bytes())
+    assert meta["onnx"] is None
+    assert "no ONNX export (RuntimeError: Unable to find a shape calculator)" in caplog.text
+    assert "onnx_max_abs_diff" not in scores

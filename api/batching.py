@@ -1,0 +1,102 @@
+"""Adaptive batching: requests that arrive while the model is busy run as one batch.
+
+Only validated instances ever join a batch. A batch that fails (it should not: every row was
+validated) is re-run request by request, so one request can never fail its batch-mates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("lockserve.batching")
+
+
+@dataclass
+class BatchStats:
+    batches: int = 0
+    rows: int = 0
+    largest: int = 0
+
+    def as_dict(self) -> dict[str, float]:
+        mean = self.rows / self.batches if self.batches else 0.0
+        return {"batches": self.batches, "rows": self.rows, "largest": self.largest,
+                "mean_size": round(mean, 2)}
+
+
+class Batcher:
+    """Collects rows for up to ``max_latency_s`` (or ``max_size`` rows), runs them together."""
+
+    def __init__(
+        self, run: Callable[[Sequence[Any]], np.ndarray], max_size: int, max_latency_s: float
+    ) -> None:
+        self._run = run
+        self.max_size = max_size
+        self.max_latency_s = max_latency_s
+        self.stats = BatchStats()
+        self._queue: asyncio.Queue[tuple[Sequence[Any], asyncio.Future]] | None = None
+        self._task: asyncio.Task | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch")
+
+    async def submit(self, rows: Sequence[Any]) -> np.ndarray:
+        """Probabilities for ``rows``, computed in some batch together with other requests."""
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put((rows, future))
+        return await future
+
+    async def _collect(self) -> list[tuple[Sequence[Any], asyncio.Future]]:
+        assert self._queue is not None
+        batch = [await self._queue.get()]
+        size = len(batch[0][0])
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_latency_s
+        while size < self.max_size:
+            if self._queue.empty():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+            else:
+                item = self._queue.get_nowait()
+            batch.append(item)
+            size += len(item[0])
+        return batch
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._collect()
+            rows = [row for part, _ in batch for row in part]
+            self.stats.batches += 1
+            self.stats.rows += len(rows)
+            self.stats.largest = max(self.stats.largest, len(rows))
+            try:
+                proba = await loop.run_in_executor(self._pool, self._run, rows)
+            except Exception:  # noqa: BLE001 - isolate the culprit, spare the batch-mates
+                log.exception("batch of %d rows failed; re-running its %d requests one by one",
+                              len(rows), len(batch))
+                for part, future in batch:
+                    try:
+                        result = await loop.run_in_executor(self._pool, self._run, part)
+                    except Exception as exc:  # noqa: BLE001
+                        future.set_exception(exc)
+                    else:
+                        future.set_result(result)
+                continue
+            start = 0
+            for part, future in batch:
+                if not future.done():
+                    future.set_result(proba[start:start + len(part)])
+                start += len(part)

@@ -1,0 +1,56 @@
+"""The thin ASGI handler for POST /predict, in front of FastAPI's router.
+
+It saves FastAPI's per-request routing and Request/Response work by calling the prediction
+core directly; everything else (and /predict when it is off) goes to FastAPI. Same core, same
+errors, same OpenAPI description.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from api.core import PredictCore, error_payload
+from api.errors import ApiError, error_body
+
+log = logging.getLogger("lockserve.fastpath")
+
+JSON = [(b"content-type", b"application/json")]
+
+
+class FastPredict:
+    """ASGI middleware answering POST /predict with :class:`PredictCore`."""
+
+    def __init__(self, app: Any, core: PredictCore) -> None:
+        self.app = app
+        self.core = core
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != "/predict" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        routing_key = None
+        for key, value in scope["headers"]:
+            if key == b"x-routing-key":
+                routing_key = value.decode("latin-1")
+        try:
+            status, payload = 200, await self.core.predict(
+                b"".join(chunks), routing_key, scope.setdefault("state", {})
+            )
+        except ApiError as error:
+            status, payload = error.status, error_payload(error)
+        except Exception:  # noqa: BLE001 - never a trace in a response
+            log.exception("unhandled error on POST /predict")
+            import orjson
+
+            status = 500
+            payload = orjson.dumps(error_body(500, "internal error; see the server log for this "
+                                                   "request id"))
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [*JSON, (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})
