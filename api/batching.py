@@ -26,8 +26,12 @@ class BatchStats:
 
     def as_dict(self) -> dict[str, float]:
         mean = self.rows / self.batches if self.batches else 0.0
-        return {"batches": self.batches, "rows": self.rows, "largest": self.largest,
-                "mean_size": round(mean, 2)}
+        return {
+            "batches": self.batches,
+            "rows": self.rows,
+            "largest": self.largest,
+            "mean_size": round(mean, 2),
+        }
 
 
 class Batcher:
@@ -85,8 +89,11 @@ class Batcher:
             try:
                 proba = await loop.run_in_executor(self._pool, self._run, rows)
             except Exception:  # noqa: BLE001 - isolate the culprit, spare the batch-mates
-                log.exception("batch of %d rows failed; re-running its %d requests one by one",
-                              len(rows), len(batch))
+                log.exception(
+                    "batch of %d rows failed; re-running its %d requests one by one",
+                    len(rows),
+                    len(batch),
+                )
                 for part, future in batch:
                     try:
                         result = await loop.run_in_executor(self._pool, self._run, part)
@@ -98,5 +105,5 @@ class Batcher:
             start = 0
             for part, future in batch:
                 if not future.done():
-                    future.set_result(proba[start:start + len(part)])
+                    future.set_result(proba[start : start + len(part)])
                 start += len(part)

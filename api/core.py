@@ -58,13 +58,15 @@ class PredictCore:
         state["model_md5"] = model.md5
         classes = model.backend.classes
         best = proba.argmax(axis=1).tolist()
-        return orjson.dumps({
-            "predictions": [
-                {"label": classes[b], "probabilities": dict(zip(classes, p, strict=True))}
-                for b, p in zip(best, proba.tolist(), strict=True)
-            ],
-            "model": model.ref,
-        })
+        return orjson.dumps(
+            {
+                "predictions": [
+                    {"label": classes[b], "probabilities": dict(zip(classes, p, strict=True))}
+                    for b, p in zip(best, proba.tolist(), strict=True)
+                ],
+                "model": model.ref,
+            }
+        )
 
 
 def error_payload(error: ApiError) -> bytes:

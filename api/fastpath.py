@@ -39,8 +39,11 @@ class FastPredict:
             if key == b"x-routing-key":
                 routing_key = value.decode("latin-1")
         try:
-            status, payload = 200, await self.core.predict(
-                b"".join(chunks), routing_key, scope.setdefault("state", {})
+            status, payload = (
+                200,
+                await self.core.predict(
+                    b"".join(chunks), routing_key, scope.setdefault("state", {})
+                ),
             )
         except ApiError as error:
             status, payload = error.status, error_payload(error)
@@ -49,8 +52,14 @@ class FastPredict:
             import orjson
 
             status = 500
-            payload = orjson.dumps(error_body(500, "internal error; see the server log for this "
-                                                   "request id"))
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [*JSON, (b"content-length", str(len(payload)).encode())]})
+            payload = orjson.dumps(
+                error_body(500, "internal error; see the server log for this request id")
+            )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [*JSON, (b"content-length", str(len(payload)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": payload})

@@ -12,7 +12,7 @@ STARTED = time.monotonic()  # in the master, before the app loads; workers inher
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 1))
-worker_class = "uvicorn_worker.UvicornWorker"
+worker_class = "api.worker.Worker"
 preload_app = True
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "30"))
 timeout = 60

@@ -6,11 +6,12 @@ an oversize body gets 413 and a body that is not JSON gets 415 without touching 
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 import re
 import time
-import uuid
+
+import orjson
 from typing import Any
 
 from api.errors import error_body
@@ -53,9 +54,9 @@ class RequestContext:
             return
         started = time.perf_counter()
         given = _header(scope, b"x-request-id")
-        request_id = (given.decode("latin-1") if given else "") or uuid.uuid4().hex
+        request_id = (given.decode("latin-1") if given else "") or os.urandom(16).hex()
         if not REQUEST_ID.match(request_id):
-            request_id = uuid.uuid4().hex
+            request_id = os.urandom(16).hex()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         status = {"code": 500}
@@ -130,7 +131,7 @@ class RequestContext:
 
     @staticmethod
     async def _reject(send: Any, status: int, message: str) -> None:
-        payload = json.dumps(error_body(status, message)).encode()
+        payload = orjson.dumps(error_body(status, message))
         await send(
             {
                 "type": "http.response.start",

@@ -72,9 +72,18 @@ def load_model(variant: str, resolved: Resolved, backend: str = "onnx") -> Serve
     load_ms = (time.perf_counter() - started) * 1000
     log.info(
         "loaded variant %s: %s md5 %s (%s backend)",
-        variant, resolved.name, resolved.md5, chosen.name,
-        extra={FIELDS: {"variant": variant, "md5": resolved.md5, "load_ms": round(load_ms, 1),
-                        "backend": chosen.name}},
+        variant,
+        resolved.name,
+        resolved.md5,
+        chosen.name,
+        extra={
+            FIELDS: {
+                "variant": variant,
+                "md5": resolved.md5,
+                "load_ms": round(load_ms, 1),
+                "backend": chosen.name,
+            }
+        },
     )
     return ServedModel(variant, resolved, loaded, chosen, load_ms)
 

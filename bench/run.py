@@ -1,10 +1,12 @@
-"""Load test with Apache Bench: lockserve against the lecture's Flask + gunicorn baseline.
+"""Benchmarks in one run, on the artifact dvc.lock pins: `make bench` (python -m bench.run).
 
-Both servers serve the artifact dvc.lock pins, on free loopback ports, in one run. Each is
-warmed up, then hit with `ab -c 100` (HTTP/1.0, single-row requests, as in the lecture).
-Results go to bench/results/rest.json, bench/results/rest.md and the README table.
-
-    python -m bench.run [--requests 2000] [--concurrency 100]
+Servers on free loopback ports, each warmed up, then hit by Apache Bench at -c 100 with
+single-row requests (HTTP/1.0, as the lecture's `ab -c 100 -n 1000`):
+  the lecture's Flask + `gunicorn -w 4` baseline; lockserve with the sklearn backend, batching
+  off and on; lockserve as configured by default (ONNX); the HTTP floor (a hello-world app
+  under the same server and workers). Then 1000-instance requests (rows/s), in-process
+  predict cost (pytest-benchmark), RSS per worker and in all, and start-to-ready time.
+Results: bench/results/bench.json, bench/results/bench.md and the README table.
 """
 
 from __future__ import annotations
@@ -21,13 +23,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.servers import running
+import psutil
+
+from tests.servers import Server, free_port, running
 
 log = logging.getLogger("lockserve.bench")
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 BIN = Path(sys.executable).parent
+GUNICORN = f"{BIN}/gunicorn -c api/gunicorn_conf.py"
 PENGUIN = {
     "island": "Biscoe",
     "bill_length_mm": 47.5,
@@ -36,19 +41,33 @@ PENGUIN = {
     "body_mass_g": 5200.0,
     "sex": "male",
 }
-# Shell commands: each server binds 127.0.0.1:$PORT, a free port chosen per run.
-SERVERS = {
-    "flask + gunicorn -w 4 (lecture baseline)": (
-        f"{BIN}/gunicorn -w 4 -b 127.0.0.1:$PORT --access-logfile - bench.flask_baseline:app"
+BASELINE = "flask + gunicorn -w 4 (lecture baseline, sklearn)"
+DEFAULT = "lockserve default (onnx)"
+FLOOR = "HTTP floor (hello-world, same server and workers)"
+# name -> (shell command binding 127.0.0.1:$PORT, extra environment, requests)
+SERVERS: dict[str, tuple[str, dict[str, str], int]] = {
+    BASELINE: (
+        f"{BIN}/gunicorn -w 4 -b 127.0.0.1:$PORT --access-logfile - bench.flask_baseline:app",
+        {},
+        2000,
     ),
-    "lockserve (gunicorn + uvicorn workers, sklearn)": (
-        f"{BIN}/gunicorn -c api/gunicorn_conf.py api.main:app"
+    "lockserve sklearn, batching off": (
+        f"{GUNICORN} api.main:app",
+        {"LOCKSERVE_BACKEND": "sklearn", "LOCKSERVE_BATCHING": "off"},
+        2000,
     ),
+    "lockserve sklearn, batching on": (
+        f"{GUNICORN} api.main:app",
+        {"LOCKSERVE_BACKEND": "sklearn", "LOCKSERVE_BATCHING": "on"},
+        10000,
+    ),
+    DEFAULT: (f"{GUNICORN} api.main:app", {}, 20000),
+    FLOOR: (f"{GUNICORN} bench.floor:app", {}, 20000),
 }
 
 
 def ab(url: str, body: Path, requests: int, concurrency: int) -> dict[str, float]:
-    """Run ab against ``url``; return req/s, p50/p99 latency (ms) and failure counts."""
+    """Run ab against ``url``; return req/s, p50/p99 latency (ms) and failed requests."""
     cmd = [
         "ab",
         "-q",
@@ -64,7 +83,7 @@ def ab(url: str, body: Path, requests: int, concurrency: int) -> dict[str, float
         "application/json",
         url,
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True).stdout
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=True).stdout
 
     def number(pattern: str, default: float | None = None) -> float:
         match = re.search(pattern, out, re.MULTILINE)
@@ -84,49 +103,140 @@ def ab(url: str, body: Path, requests: int, concurrency: int) -> dict[str, float
     }
 
 
-def bench(requests: int, concurrency: int) -> list[dict]:
-    rows = []
+def rss_mb(pid: int) -> dict[str, float]:
+    """RSS of a server's master and each worker, and their sum, in MB."""
+    master = psutil.Process(pid)
+    workers = master.children(recursive=True)
+    per_worker = [w.memory_info().rss / 1e6 for w in workers]
+    return {
+        "master_mb": round(master.memory_info().rss / 1e6, 1),
+        "worker_mb": round(max(per_worker), 1) if per_worker else 0.0,
+        "total_mb": round((master.memory_info().rss / 1e6) + sum(per_worker), 1),
+    }
+
+
+def start_to_ready(tmp: Path, repeats: int = 3) -> float:
+    """Median seconds from starting the default server to /health/ready (artifact local)."""
+    times = []
+    for i in range(repeats):
+        started = time.perf_counter()
+        server = Server(
+            ["sh", "-c", f"exec {GUNICORN} api.main:app"], ROOT, free_port(), tmp / f"ready{i}.log"
+        )
+        try:
+            server.wait_ready()
+            times.append(time.perf_counter() - started)
+        finally:
+            server.stop()
+    return round(sorted(times)[len(times) // 2], 2)
+
+
+def in_process() -> dict[str, float]:
+    """µs per row from bench/test_inprocess.py (pytest-benchmark medians)."""
     with tempfile.TemporaryDirectory() as tmp:
-        body = Path(tmp) / "one.json"
-        body.write_text(json.dumps({"instances": [PENGUIN]}))
-        for name, command in SERVERS.items():
+        out = Path(tmp) / "inprocess.json"
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "bench/test_inprocess.py",
+                f"--benchmark-json={out}",
+            ],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
+        data = json.loads(out.read_text())
+    result = {}
+    for bench in data["benchmarks"]:
+        rows, backend = re.search(r"\[(\d+)-(\w+)\]", bench["name"]).groups()
+        result[f"{backend}_{rows}_rows_us_per_row"] = round(
+            bench["stats"]["median"] * 1e6 / int(rows), 2
+        )
+    return result
+
+
+def bench(concurrency: int) -> dict:
+    rows: list[dict] = []
+    extra: dict = {}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        one = tmp / "one.json"
+        one.write_text(json.dumps({"instances": [PENGUIN]}))
+        thousand = tmp / "thousand.json"
+        thousand.write_text(json.dumps({"instances": [PENGUIN] * 1000}))
+        for name, (command, env, requests) in SERVERS.items():
             log.info("benchmarking %s", name)
-            with running(["sh", "-c", f"exec {command}"], ROOT, Path(tmp) / "server.log") as server:
+            with running(
+                ["sh", "-c", f"exec {command}"], ROOT, tmp / "server.log", **env
+            ) as server:
                 url = server.base + "/predict"
-                ab(url, body, min(200, requests), min(20, concurrency))  # warm-up
-                result = ab(url, body, requests, concurrency)
+                ab(url, one, min(500, requests), min(20, concurrency))  # warm-up
+                result = ab(url, one, requests, concurrency)
+                result.update(rss_mb(server.proc.pid))
+                if name == DEFAULT:
+                    batch = ab(url, thousand, 200, 4)
+                    extra["batch_1000"] = {**batch, "rows_per_s": round(batch["req_per_s"] * 1000)}
             rows.append({"server": name, **result})
             log.info("%s: %s", name, result)
+        extra["start_to_ready_s"] = start_to_ready(tmp)
+    extra["in_process"] = in_process()
     baseline = rows[0]["req_per_s"]
+    floor = next(r for r in rows if r["server"] == FLOOR)["req_per_s"]
     for row in rows:
         row["ratio"] = round(row["req_per_s"] / baseline, 2)
-    return rows
+        row["of_floor"] = round(row["req_per_s"] / floor, 3)
+    return {"rows": rows, **extra}
 
 
-def table(rows: list[dict]) -> str:
-    lines = ["| server | req/s | ratio | p50 ms | p99 ms | failed |", "|---|---|---|---|---|---|"]
-    for r in rows:
+def table(result: dict) -> str:
+    lines = [
+        "| server | req/s | × baseline | % of floor | p50 ms | p99 ms | failed | "
+        "RSS/worker MB | RSS total MB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
         lines.append(
-            f"| {r['server']} | {r['req_per_s']:.0f} | {r['ratio']:.2f}x | "
-            f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['failed']:.0f} |"
+            f"| {r['server']} | {r['req_per_s']:.0f} | {r['ratio']:.1f} | "
+            f"{100 * r['of_floor']:.0f}% | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
+            f"{r['failed']:.0f} | {r['worker_mb']:.0f} | {r['total_mb']:.0f} |"
         )
+    b = result["batch_1000"]
+    p = result["in_process"]
+    lines += [
+        "",
+        f"- 1000 instances per request (default server, ab -c 4 -n 200): "
+        f"{b['rows_per_s']:,} rows/s, p50 {b['p50_ms']:.0f} ms, p99 {b['p99_ms']:.0f} ms, "
+        f"{b['failed']:.0f} failed.",
+        f"- In process (pytest-benchmark median): onnx {p['onnx_1_rows_us_per_row']} µs for "
+        f"one row, {p['onnx_1000_rows_us_per_row']} µs/row in 1000; sklearn "
+        f"{p['sklearn_1_rows_us_per_row']} µs for one row, "
+        f"{p['sklearn_1000_rows_us_per_row']} µs/row in 1000.",
+        f"- Start to ready (artifact local, default server): {result['start_to_ready_s']} s.",
+    ]
     return "\n".join(lines)
 
 
-def write(rows: list[dict]) -> str:
+def write(result: dict) -> str:
     meta = {
         "date": time.strftime("%Y-%m-%d"),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "tool": "ab (apache2-utils)",
+        "workers": os.environ.get("WEB_CONCURRENCY", str(os.cpu_count())),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "rest.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    (RESULTS / "bench.json").write_text(json.dumps({"meta": meta, **result}, indent=2) + "\n")
     text = (
-        f"{table(rows)}\n\n`ab -c {rows[0]['concurrency']} -n {rows[0]['requests']}`, "
-        f"single-row requests, {meta['cores']} cores shared with ab, {meta['date']}."
+        f"{table(result)}\n\n`ab -c 100`, single-row requests unless noted, "
+        f"{meta['cores']} cores shared with ab, {meta['workers']} workers, {meta['date']}."
     )
-    (RESULTS / "rest.md").write_text(text + "\n")
+    (RESULTS / "bench.md").write_text(text + "\n")
     readme = ROOT / "README.md"
     content = readme.read_text()
     start, end = "<!-- bench:start -->", "<!-- bench:end -->"
@@ -138,12 +248,10 @@ def write(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=100)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    rows = bench(args.requests, args.concurrency)
-    log.info("%s", write(rows))
+    log.info("%s", write(bench(args.concurrency)))
 
 
 if __name__ == "__main__":

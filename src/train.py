@@ -100,7 +100,7 @@ def run(
         },
     }
     onnx_bytes = onnx_export.export(estimator, x.shape[1])
-    metadata["onnx"] = onnx_bytes is not None
+    metadata["onnx_exported"] = onnx_bytes is not None
     preprocess = onnx_export.preprocess_spec(transformer)
     if preprocess["inputs"] != metadata["model_inputs"]:
         raise StageError(f"preprocess spec inputs {preprocess['inputs']} != model inputs")

@@ -22,25 +22,31 @@ PENGUIN = {
 }
 
 
-def store_for(data: bytes, rev: str = "v1") -> ModelStore:
+def store_for(data: bytes, rev: str = "v1", backend: str = "onnx") -> ModelStore:
     digest = hashlib.md5(data).hexdigest()
+    metrics = {"reports/metrics.json": {"accuracy": 0.99}}
     resolved = Resolved(
-        "penguin-classifier",
-        "models/model.zip",
-        digest,
-        rev,
-        "c" * 40,
-        "workspace",
-        data,
-        {"reports/metrics.json": {"accuracy": 0.99}},
+        "penguin-classifier", "models/model.zip", digest, rev, "c" * 40, "workspace", data, metrics
     )
-    return ModelStore({"default": load_model("default", resolved)})
+    return ModelStore({"default": load_model("default", resolved, backend)})
 
 
-@pytest.fixture()
-def client(artifacts):
-    app = create_app(Settings(max_batch=5, max_body_bytes=4096), store_for(artifacts["v1"]))
+# Every behaviour holds on each way in: the thin ASGI handler and the FastAPI route, with the
+# ONNX backend, and with the sklearn backend behind the adaptive batcher.
+MODES = {
+    "fast-onnx": {"fast_path": True, "backend": "onnx"},
+    "route-onnx": {"fast_path": False, "backend": "onnx"},
+    "fast-sklearn-batched": {"fast_path": True, "backend": "sklearn"},
+}
+
+
+@pytest.fixture(params=sorted(MODES))
+def client(request, artifacts):
+    mode = MODES[request.param]
+    settings = Settings(max_batch=5, max_body_bytes=4096, **mode)
+    app = create_app(settings, store_for(artifacts["v1"], backend=mode["backend"]))
     with TestClient(app) as c:
+        c.mode = mode
         yield c
 
 
@@ -95,8 +101,10 @@ def test_predictions_equal_the_artifact_loaded_directly(client, artifacts, tiny_
     ]
     got = post(client, {"instances": instances}).json()["predictions"]
     expected = model.predict_proba(rows)
+    exact = client.mode["backend"] == "sklearn"
     for pred, probs in zip(got, expected, strict=True):
-        assert list(pred["probabilities"].values()) == list(map(float, probs))
+        assert list(pred["probabilities"].values()) == pytest.approx(list(probs),
+                                                                   abs=0 if exact else 1e-5)
 
 
 ERRORS = {
@@ -235,14 +243,15 @@ def test_unknown_route_and_method_are_json(client):
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
 
 
-def test_unexpected_failure_is_500_without_a_trace(artifacts, monkeypatch):
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_unexpected_failure_is_500_without_a_trace(artifacts, monkeypatch, fast_path):
     store = store_for(artifacts["v1"])
 
     def boom(rows):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(store.get("default").predictor, "predict", boom)
-    app = create_app(Settings(), store)
+    monkeypatch.setattr(store.get("default").backend, "predict_proba", boom)
+    app = create_app(Settings(fast_path=fast_path), store)
     with TestClient(app, raise_server_exceptions=False) as c:
         r = post(c, {"instances": [PENGUIN]})
     assert r.status_code == 500
@@ -260,7 +269,8 @@ def test_health_and_model(client, artifacts):
     assert model["params"]["estimator"] == "random_forest"
     assert model["metrics"] == {"reports/metrics.json": {"accuracy": 0.99}}
     assert [f["name"] for f in model["input_schema"]["features"]][0] == "island"
-    assert model["strategy"] == "single" and model["backend"] == "sklearn"
+    assert model["strategy"] == "single" and model["backend"] == client.mode["backend"]
+    assert model["batching"]["enabled"] == (client.mode["backend"] == "sklearn")
 
 
 def test_ready_is_503_without_a_model(artifacts):
@@ -274,6 +284,9 @@ def test_ready_is_503_without_a_model(artifacts):
 
 def test_openapi_shows_real_fields_and_categories(client):
     spec = client.get("/openapi.json").json()
+    body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"] == {"$ref": "#/components/schemas/PredictRequest"}
+    assert spec["components"]["schemas"]["PredictRequest"]["properties"]["instances"]["maxItems"] == 5
     instance = spec["components"]["schemas"]["Instance"]
     assert set(instance["required"]) == {
         "island",

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from api import artifact as api_artifact
-from api.predictor import SklearnPredictor
+from api.backends import OnnxBackend, SklearnBackend
 from src import artifact as src_artifact
 
 
@@ -15,8 +15,10 @@ def test_pipeline_artifact_round_trips_through_the_service_loader(artifacts, tin
     data = artifacts["v1"]
     served = api_artifact.load(data, hashlib.md5(data).hexdigest())
     model, schema, metadata = src_artifact.unpack(data)
-    assert served.schema == schema and served.metadata == metadata
-    assert api_artifact.FORMAT == src_artifact.FORMAT
+    assert served.schema == schema and api_artifact.FORMAT == src_artifact.FORMAT
+    assert served.preprocess == metadata.pop("preprocess")
+    assert served.onnx == metadata.pop("onnx") and served.onnx is not None
+    assert served.metadata == metadata
 
     rows = pd.read_csv(io.StringIO(tiny_csv)).head(25)
     features = [f["name"] for f in schema["features"]]
@@ -24,12 +26,12 @@ def test_pipeline_artifact_round_trips_through_the_service_loader(artifacts, tin
         {k: (None if pd.isna(v) else v) for k, v in r.items()}
         for r in rows[features].to_dict("records")
     ]
-    predictor = SklearnPredictor(served.predictor, served.schema)
-    got = predictor.predict(records)
     expected = model.predict_proba(rows[features])
-    for pred, probs in zip(got, expected, strict=True):
-        assert list(pred.probabilities.values()) == pytest.approx(list(probs), abs=0)
-        assert pred.label == metadata["classes"][probs.argmax()]
+    by_sklearn = SklearnBackend(served).predict_proba(records)
+    assert by_sklearn.tolist() == expected.tolist()
+    by_onnx = OnnxBackend(served).predict_proba(records)
+    assert abs(by_onnx - expected).max() < 1e-5
+    assert (by_onnx.argmax(axis=1) == expected.argmax(axis=1)).all()
 
 
 def test_loader_refuses_bytes_that_do_not_match_the_pin(artifacts):

@@ -144,7 +144,7 @@ def test_deploy_host_fetches_only_the_pinned_model_and_serves_it(host, workstati
 
 def test_each_rev_serves_its_own_model(host, workstation, s3, tmp_path):
     from api.artifact import load
-    from api.predictor import SklearnPredictor
+    from api.backends import OnnxBackend
 
     seen = {}
     for tag in ("t1", "t2"):
@@ -160,8 +160,8 @@ def test_each_rev_serves_its_own_model(host, workstation, s3, tmp_path):
         assert body["model"] == {"variant": "default", "name": NAME, "md5": md5, "rev": tag}
         data = (host / ".dvc/cache/files/md5" / md5[:2] / md5[2:]).read_bytes()
         artifact = load(data, md5)
-        direct = SklearnPredictor(artifact.predictor, artifact.schema).predict([PENGUIN])[0]
-        assert body["predictions"][0]["probabilities"] == direct.probabilities
+        direct = OnnxBackend(artifact).predict_proba([PENGUIN])[0].tolist()
+        assert list(body["predictions"][0]["probabilities"].values()) == direct
         seen[tag] = md5
     assert seen["t1"] != seen["t2"]
 
