@@ -1,4 +1,4 @@
-"""Model inputs from validated instances: imputation and one-hot from preprocess.json, numpy only."""
+"""Model inputs from validated instances: imputation and one-hot per preprocess.json (numpy)."""
 
 from __future__ import annotations
 

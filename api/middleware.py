@@ -10,9 +10,9 @@ import logging
 import os
 import re
 import time
+from typing import Any
 
 import orjson
-from typing import Any
 
 from api.errors import error_body
 from api.logs import FIELDS

@@ -103,8 +103,9 @@ def test_predictions_equal_the_artifact_loaded_directly(client, artifacts, tiny_
     expected = model.predict_proba(rows)
     exact = client.mode["backend"] == "sklearn"
     for pred, probs in zip(got, expected, strict=True):
-        assert list(pred["probabilities"].values()) == pytest.approx(list(probs),
-                                                                   abs=0 if exact else 1e-5)
+        assert list(pred["probabilities"].values()) == pytest.approx(
+            list(probs), abs=0 if exact else 1e-5
+        )
 
 
 ERRORS = {
@@ -286,7 +287,8 @@ def test_openapi_shows_real_fields_and_categories(client):
     spec = client.get("/openapi.json").json()
     body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
     assert body["schema"] == {"$ref": "#/components/schemas/PredictRequest"}
-    assert spec["components"]["schemas"]["PredictRequest"]["properties"]["instances"]["maxItems"] == 5
+    request = spec["components"]["schemas"]["PredictRequest"]
+    assert request["properties"]["instances"]["maxItems"] == 5
     instance = spec["components"]["schemas"]["Instance"]
     assert set(instance["required"]) == {
         "island",

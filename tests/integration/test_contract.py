@@ -49,3 +49,38 @@ def test_loader_refuses_a_zip_of_another_format():
     data = buf.getvalue()
     with pytest.raises(api_artifact.ArtifactError, match="format 'other/1'"):
         api_artifact.load(data, hashlib.md5(data).hexdigest())
+
+
+def test_artifact_without_onnx_falls_back_to_sklearn_with_one_line(artifacts, caplog):
+    from api.resolver import Resolved
+    from api.store import load_model
+    from src.stage import canonical_pickle
+
+    model, schema, metadata = src_artifact.unpack(artifacts["v1"])
+    preprocess = metadata.pop("preprocess")
+    metadata.pop("onnx")
+    data = src_artifact.pack(canonical_pickle(model), schema, metadata, preprocess, None)
+    digest = hashlib.md5(data).hexdigest()
+    resolved = Resolved(
+        "penguin-classifier", "models/model.zip", digest, "HEAD", "c" * 40, "workspace", data
+    )
+    served = load_model("default", resolved, "onnx")
+    assert served.backend.name == "sklearn" and served.describe()["backend"] == "sklearn"
+    lines = [r.getMessage() for r in caplog.records if r.name == "lockserve.backends"]
+    assert lines == [
+        "artifact has no ONNX graph (the estimator could not be converted): "
+        "serving with the sklearn backend"
+    ]
+    with_onnx = load_model(
+        "default",
+        Resolved(
+            "penguin-classifier",
+            "models/model.zip",
+            hashlib.md5(artifacts["v1"]).hexdigest(),
+            "HEAD",
+            "c" * 40,
+            "workspace",
+            artifacts["v1"],
+        ),
+    )
+    assert with_onnx.backend.name == "onnx"

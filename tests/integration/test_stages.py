@@ -40,8 +40,15 @@ def test_pipeline_on_tiny_data_writes_every_out(params, tiny_raw, tmp_path):
         "reports/plots/roc.csv",
         "reports/plots/importance.csv",
     }
-    assert set(scores) == {"accuracy", "f1_macro", "roc_auc_ovr", "log_loss", "n_test",
-                           "onnx_max_abs_diff", "onnx_label_agreement"}
+    assert set(scores) == {
+        "accuracy",
+        "f1_macro",
+        "roc_auc_ovr",
+        "log_loss",
+        "n_test",
+        "onnx_max_abs_diff",
+        "onnx_label_agreement",
+    }
     assert scores["onnx_max_abs_diff"] <= 1e-5 and scores["onnx_label_agreement"] == 1.0
     assert scores["n_test"] == 12 and 0.0 <= scores["accuracy"] <= 1.0
     assert json.loads((root / "reports/metrics.json").read_text()) == scores
@@ -180,26 +187,35 @@ def test_onnx_parity_gate_fails_the_stage_and_keeps_reports(params, tiny_raw, tm
     run_all(params, tiny_raw, tmp_path)
     reports = outputs(tmp_path / "reports")
     # swap in the ONNX graph of another model: same inputs, different trees
-    other = {**params["train"], "random_forest": {**params["train"]["random_forest"],
-                                                   "n_estimators": 3}}
-    train.run(other, tmp_path / "features", tmp_path / "prepared/schema.json",
-              tmp_path / "other.zip")
+    other = {
+        **params["train"],
+        "random_forest": {**params["train"]["random_forest"], "n_estimators": 3},
+    }
+    train.run(
+        other, tmp_path / "features", tmp_path / "prepared/schema.json", tmp_path / "other.zip"
+    )
     _, _, other_meta = artifact.unpack((tmp_path / "other.zip").read_bytes())
     model, schema, meta = artifact.unpack((tmp_path / "models/model.zip").read_bytes())
     meta = {k: v for k, v in meta.items() if k not in ("preprocess", "onnx")}
     from src.stage import canonical_pickle
 
-    bad = artifact.pack(canonical_pickle(model), schema, meta, other_meta["preprocess"],
-                        other_meta["onnx"])
+    bad = artifact.pack(
+        canonical_pickle(model), schema, meta, other_meta["preprocess"], other_meta["onnx"]
+    )
     (tmp_path / "models/model.zip").write_bytes(bad)
     with pytest.raises(StageError, match="ONNX export disagrees with sklearn on 3012 rows"):
-        evaluate.run(params["evaluate"], tmp_path / "models/model.zip",
-                     tmp_path / "prepared/test.parquet", tmp_path / "reports")
+        evaluate.run(
+            params["evaluate"],
+            tmp_path / "models/model.zip",
+            tmp_path / "prepared/test.parquet",
+            tmp_path / "reports",
+        )
     assert outputs(tmp_path / "reports") == reports
 
 
-def test_unconvertible_estimator_falls_back_to_sklearn(params, tiny_raw, tmp_path, monkeypatch,
-                                                       caplog):
+def test_unconvertible_estimator_falls_back_to_sklearn(
+    params, tiny_raw, tmp_path, monkeypatch, caplog
+):
     import skl2onnx
 
     def refuse(*args, **kwargs):

@@ -143,3 +143,46 @@ def test_procfile_runs_under_honcho(model_repo, tmp_path):
     finally:
         server.stop()
     assert f"Listening at: http://127.0.0.1:{port}" in server.output()
+
+
+def test_bad_requests_never_fail_good_batch_mates(model_repo, tmp_path):
+    """sklearn backend with adaptive batching, 3 good requests to each bad one, 8 at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    bad_bodies = [
+        {"instances": [{**PENGUIN, "island": "Atlantis"}]},
+        {"instances": [{**PENGUIN, "body_mass_g": "heavy"}]},
+        {"instances": [{k: v for k, v in PENGUIN.items() if k != "sex"}]},
+        {"instances": []},
+    ]
+    jobs = []
+    for i in range(240):
+        jobs.append(
+            ("bad", bad_bodies[i % 4])
+            if i % 4 == 3
+            else ("good", {"instances": [PENGUIN] * (1 + i % 3)})
+        )
+    with running(
+        GUNICORN,
+        ROOT,
+        tmp_path / "log",
+        LOCKSERVE_REPO=str(model_repo),
+        LOCKSERVE_BACKEND="sklearn",
+        LOCKSERVE_BATCHING="on",
+        LOCKSERVE_MAX_LATENCY_MS="5",
+        WEB_CONCURRENCY="2",
+    ) as server:
+        with ThreadPoolExecutor(8) as pool:
+            results = list(
+                pool.map(
+                    lambda job: (job[0], *http("POST", server.base + "/predict", job[1])), jobs
+                )
+            )
+        described = http("GET", server.base + "/model")[1]
+    good = [(status, body) for kind, status, body in results if kind == "good"]
+    bad = [(status, body) for kind, status, body in results if kind == "bad"]
+    assert len(good) == 180 and all(status == 200 for status, _ in good)
+    assert all(len(body["predictions"]) >= 1 for _, body in good)
+    assert len(bad) == 60 and all(status == 422 for status, _ in bad)
+    assert described["backend"] == "sklearn" and described["batching"]["enabled"]
+    assert described["batching"]["this_worker"]["largest"] > 1

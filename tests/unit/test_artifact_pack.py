@@ -24,7 +24,11 @@ def test_pack_layout_and_round_trip():
     data = artifact.pack(canonical_pickle({"m": 1}), SCHEMA, {"name": "x"}, SPEC, b"onnx")
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         assert zf.namelist() == [
-            "model.pkl", "schema.json", "metadata.json", "preprocess.json", "model.onnx"
+            "model.pkl",
+            "schema.json",
+            "metadata.json",
+            "preprocess.json",
+            "model.onnx",
         ]
         assert all(i.date_time == (1980, 1, 1, 0, 0, 0) for i in zf.infolist())
     model, schema, meta = artifact.unpack(data)

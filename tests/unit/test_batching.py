@@ -1,0 +1,69 @@
+"""Unit: the adaptive batcher groups concurrent requests and isolates a failing one."""
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from api.batching import Batcher
+
+
+def run(rows):
+    if "poison" in rows:
+        raise ValueError("poison row")
+    return np.array([[float(r), 1.0 - float(r)] for r in rows])
+
+
+def test_concurrent_requests_share_a_batch_and_get_their_own_rows():
+    seen = []
+
+    def spy(rows):
+        seen.append(len(rows))
+        return run(rows)
+
+    async def main():
+        batcher = Batcher(spy, max_size=64, max_latency_s=0.05)
+        results = await asyncio.gather(*(batcher.submit([i / 10, i / 10]) for i in range(8)))
+        return batcher, results
+
+    batcher, results = asyncio.run(main())
+    for i, proba in enumerate(results):
+        np.testing.assert_allclose(proba[:, 0], [i / 10, i / 10])
+    assert sum(seen) == 16 and max(seen) > 2
+    assert batcher.stats.rows == 16 and batcher.stats.batches == len(seen)
+
+
+def test_batch_never_exceeds_max_size_by_joining():
+    sizes = []
+
+    def spy(rows):
+        sizes.append(len(rows))
+        return run(rows)
+
+    async def main():
+        batcher = Batcher(spy, max_size=4, max_latency_s=0.05)
+        await asyncio.gather(*(batcher.submit([0.5]) for _ in range(10)))
+
+    asyncio.run(main())
+    assert max(sizes) <= 4 and sum(sizes) == 10
+
+
+def test_a_failing_request_does_not_fail_its_batch_mates():
+    async def main():
+        batcher = Batcher(run, max_size=64, max_latency_s=0.05)
+        jobs = [batcher.submit([0.1]), batcher.submit(["poison"]), batcher.submit([0.3])]
+        return await asyncio.gather(*jobs, return_exceptions=True)
+
+    good, bad, other = asyncio.run(main())
+    np.testing.assert_allclose(good[:, 0], [0.1])
+    np.testing.assert_allclose(other[:, 0], [0.3])
+    assert isinstance(bad, ValueError)
+
+
+@pytest.mark.parametrize("latency", [0.0, 0.001])
+def test_a_lone_request_is_answered_without_waiting_for_company(latency):
+    async def main():
+        batcher = Batcher(run, max_size=64, max_latency_s=latency)
+        return await asyncio.wait_for(batcher.submit([0.2]), timeout=1)
+
+    np.testing.assert_allclose(asyncio.run(main())[:, 0], [0.2])
