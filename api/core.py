@@ -18,6 +18,8 @@ from api.errors import ApiError, from_validation
 from api.routing import Strategy
 from api.store import ModelStore
 
+TIE = 1e-6
+
 
 class PredictCore:
     """Answers a /predict body for whichever variant the strategy picks."""
@@ -57,7 +59,7 @@ class PredictCore:
         state["variant"] = variant
         state["model_md5"] = model.md5
         classes = model.backend.classes
-        best = proba.argmax(axis=1).tolist()
+        best = labels(proba).tolist()
         return orjson.dumps(
             {
                 "predictions": [
@@ -67,6 +69,15 @@ class PredictCore:
                 "model": model.ref,
             }
         )
+
+
+def labels(proba: Any) -> Any:
+    """The answered class per row: the first (in class order) within TIE of the highest.
+
+    Part of the artifact contract, so the float32 ONNX and float64 sklearn backends name the
+    same class when two probabilities tie.
+    """
+    return (proba >= proba.max(axis=1, keepdims=True) - TIE).argmax(axis=1)
 
 
 def error_payload(error: ApiError) -> bytes:

@@ -217,6 +217,11 @@ def table(result: dict) -> str:
         f"one row, {p['onnx_1000_rows_us_per_row']} µs/row in 1000; sklearn "
         f"{p['sklearn_1_rows_us_per_row']} µs for one row, "
         f"{p['sklearn_1000_rows_us_per_row']} µs/row in 1000.",
+        f"- Hot path in process (default app, pytest-benchmark median): validation "
+        f"{p['validate_us']} µs, features + onnxruntime {p['onnx_1_rows_us_per_row']} µs, "
+        f"one JSON access-log line {p['access_log_line_us']} µs, a whole single-row POST "
+        f"/predict through the ASGI app without a socket {p['whole_request_us']} µs "
+        f"(one event-loop turn included).",
         f"- Start to ready (artifact local, default server): {result['start_to_ready_s']} s.",
     ]
     return "\n".join(lines)

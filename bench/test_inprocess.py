@@ -39,3 +39,81 @@ def test_predict_proba(benchmark, artifact, backend, rows):
     batch = [PENGUIN] * rows
     result = benchmark(predictor.predict_proba, batch)
     assert result.shape == (rows, 3)
+
+
+@pytest.fixture(scope="module")
+def app(artifact):
+    """The default app (ONNX, fast path, JSON access log to /dev/null) on the pinned artifact."""
+    import logging
+
+    from api import logs
+    from api.app import create_app
+    from api.resolver import Resolved
+    from api.settings import Settings
+    from api.store import ModelStore, load_model
+
+    logs.configure("INFO")
+    logging.getLogger().handlers[0].setStream(open("/dev/null", "w"))  # noqa: SIM115
+    lock = yaml.safe_load((ROOT / "dvc.lock").read_text())
+    md5 = lock["stages"]["train"]["outs"][0]["md5"]
+    data = (ROOT / "models/model.zip").read_bytes()
+    resolved = Resolved(
+        "penguin-classifier", "models/model.zip", md5, "HEAD", "0" * 40, "workspace", data
+    )
+    return create_app(Settings(), ModelStore({"default": load_model("default", resolved)}))
+
+
+def test_hot_path_validate(benchmark, app):
+    """One pydantic-core pass over the request bytes."""
+    import json
+
+    body = json.dumps({"instances": [PENGUIN]}).encode()
+    benchmark(app.state.core.validate, body)
+
+
+def test_hot_path_access_log_line(benchmark):
+    """One JSON access line through the logging module (to /dev/null)."""
+    import logging
+
+    log = logging.getLogger("lockserve.access")
+    fields = {
+        "request_id": "0" * 32,
+        "method": "POST",
+        "path": "/predict",
+        "status": 200,
+        "latency_ms": 0.1,
+        "batch_size": 1,
+        "variant": "default",
+        "model_md5": "0" * 32,
+    }
+    benchmark(log.info, "%s %s %d", "POST", "/predict", 200, extra={"fields": fields})
+
+
+def test_hot_path_whole_request(benchmark, app):
+    """A single-row POST /predict through the whole ASGI app, without a socket."""
+    import asyncio
+    import json
+
+    body = json.dumps({"instances": [PENGUIN]}).encode()
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/predict",
+        "query_string": b"",
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+    }
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    loop = asyncio.new_event_loop()
+    benchmark(lambda: loop.run_until_complete(app(dict(scope), receive, send)))
+    loop.close()
+    assert sent[0]["status"] == 200

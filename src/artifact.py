@@ -37,8 +37,13 @@ def pack(
 ) -> bytes:
     """Zip the predictor with its schema, metadata and compiled form, byte for byte reproducibly."""
     buf = io.BytesIO()
-    contents = (model_bytes, _json(schema), _json({**metadata, "format": FORMAT}),
-                _json(preprocess), onnx_bytes)
+    contents = (
+        model_bytes,
+        _json(schema),
+        _json({**metadata, "format": FORMAT}),
+        _json(preprocess),
+        onnx_bytes,
+    )
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
         for name, data in zip(MEMBERS, contents, strict=True):
             if data is None:

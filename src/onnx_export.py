@@ -61,7 +61,10 @@ def export(estimator: Any, n_inputs: int) -> bytes | None:
             options={id(estimator): {"zipmap": False}},
         )
     except Exception as exc:  # noqa: BLE001 - skl2onnx raises many kinds for unsupported models
-        log.warning("no ONNX export (%s: %s); the artifact serves with sklearn only",
-                    type(exc).__name__, exc)
+        log.warning(
+            "no ONNX export (%s: %s); the artifact serves with sklearn only",
+            type(exc).__name__,
+            exc,
+        )
         return None
     return model.SerializeToString()
