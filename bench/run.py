@@ -25,6 +25,7 @@ from pathlib import Path
 
 import psutil
 
+from tests.conftest import PENGUIN
 from tests.servers import Server, free_port, running
 
 log = logging.getLogger("lockserve.bench")
@@ -33,14 +34,6 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 BIN = Path(sys.executable).parent
 GUNICORN = f"{BIN}/gunicorn -c api/gunicorn_conf.py"
-PENGUIN = {
-    "island": "Biscoe",
-    "bill_length_mm": 47.5,
-    "bill_depth_mm": 15.0,
-    "flipper_length_mm": 217.0,
-    "body_mass_g": 5200.0,
-    "sex": "male",
-}
 BASELINE = "flask + gunicorn -w 4 (lecture baseline, sklearn)"
 DEFAULT = "lockserve default (onnx)"
 FLOOR = "HTTP floor (hello-world, same server and workers)"

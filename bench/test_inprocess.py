@@ -11,16 +11,9 @@ import yaml
 
 from api.artifact import load
 from api.backends import OnnxBackend, SklearnBackend
+from tests.conftest import PENGUIN
 
 ROOT = Path(__file__).resolve().parents[1]
-PENGUIN = {
-    "island": "Biscoe",
-    "bill_length_mm": 47.5,
-    "bill_depth_mm": 15.0,
-    "flipper_length_mm": 217.0,
-    "body_mass_g": 5200.0,
-    "sex": "male",
-}
 
 
 @pytest.fixture(scope="module")

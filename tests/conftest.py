@@ -13,6 +13,15 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW = ROOT / "data" / "raw" / "penguins.csv"
+# One valid instance (a Gentoo) for requests in tests and benchmarks.
+PENGUIN = {
+    "island": "Biscoe",
+    "bill_length_mm": 47.5,
+    "bill_depth_mm": 15.0,
+    "flipper_length_mm": 217.0,
+    "body_mass_g": 5200.0,
+    "sex": "male",
+}
 
 
 def venv_env(**extra: str) -> dict[str, str]:

@@ -11,15 +11,7 @@ from api.app import create_app
 from api.resolver import Resolved
 from api.settings import Settings
 from api.store import ModelStore, load_model
-
-PENGUIN = {
-    "island": "Biscoe",
-    "bill_length_mm": 47.5,
-    "bill_depth_mm": 15.0,
-    "flipper_length_mm": 217.0,
-    "body_mass_g": 5200.0,
-    "sex": "male",
-}
+from tests.conftest import PENGUIN
 
 
 def store_for(data: bytes, rev: str = "v1", backend: str = "onnx") -> ModelStore:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from src.stage import md5_file
-from tests.conftest import ROOT, dvc, run
+from tests.conftest import PENGUIN, ROOT, dvc, run
 from tests.servers import Server, free_port, http
 
 pytestmark = pytest.mark.system
@@ -73,15 +73,7 @@ def test_make_run_serves_the_model_dvc_lock_pins(clone, tmp_path):
     server = Server(["make", "run"], repo, port, tmp_path / "log", WEB_CONCURRENCY="1")
     try:
         server.wait_ready(timeout=120)
-        penguin = {
-            "island": "Biscoe",
-            "bill_length_mm": 47.5,
-            "bill_depth_mm": 15.0,
-            "flipper_length_mm": 217.0,
-            "body_mass_g": 5200.0,
-            "sex": "male",
-        }
-        status, body = http("POST", server.base + "/predict", {"instances": [penguin]})
+        status, body = http("POST", server.base + "/predict", {"instances": [PENGUIN]})
     finally:
         server.stop()
     assert status == 200
