@@ -9,7 +9,7 @@ DVC    := $(BIN)/dvc
 export PATH := $(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data pipeline run serve test lint push pull lock clean bench bench-tools deploy s3-up s3-down
+.PHONY: help setup data pipeline run serve test lint push pull lock clean bench bench-tools deploy s3-up s3-down reload
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -44,6 +44,9 @@ serve: setup  ## gunicorn + uvicorn workers on $$HOST:$$PORT (127.0.0.1:8000), W
 
 test: data lint  ## set up, then lint and the whole test suite
 	$(BIN)/python -m pytest -vv
+
+reload:  ## zero-downtime reload of serving.yaml (gunicorn HUP: new workers, old ones drain)
+	kill -HUP $$(cat $${LOCKSERVE_PIDFILE:-.lockserve/gunicorn.pid})
 
 deploy: $(VENV)/.installed-api  ## deploy host: api deps only, fetch + verify the pinned model, serve
 	$(BIN)/gunicorn -c api/gunicorn_conf.py api.main:app

@@ -8,30 +8,58 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic.json_schema import models_json_schema
 
-from api import errors, rest, schemas
+from api import errors, rest, schemas, serving, strategies
 from api.batching import Batcher
 from api.core import PredictCore
 from api.fastpath import FastPredict
 from api.middleware import RequestContext
-from api.resolver import resolve
-from api.routing import DEFAULT_VARIANT, Single
+from api.resolver import ResolutionError, resolve
 from api.settings import Settings
+from api.shadowing import ShadowRunner
 from api.store import ModelStore, load_model
+from api.strategies.single import Single
 
 log = logging.getLogger("lockserve.app")
 
 
-def build_store(settings: Settings) -> ModelStore:
-    """Resolve, verify and load the model dvc.lock pins at ``settings.rev``."""
-    resolved = resolve(
-        settings.repo,
-        settings.rev,
-        settings.artifact,
-        settings.remote,
-        settings.fetch_attempts,
-        settings.fetch_backoff_s,
-    )
-    return ModelStore({DEFAULT_VARIANT: load_model(DEFAULT_VARIANT, resolved, settings.backend)})
+def serving_config(settings: Settings) -> serving.ServingConfig:
+    """serving.yaml if present, else one variant; LOCKSERVE_REV overrides a single variant."""
+    if settings.serving_file.exists():
+        config = serving.load(settings.serving_file)
+    else:
+        config = serving.ServingConfig(
+            variants={strategies.DEFAULT_VARIANT: serving.Variant(rev="HEAD")}
+        )
+    if settings.rev is not None and config.strategy == "single":
+        name = next(iter(config.variants))
+        config.variants[name] = config.variants[name].model_copy(update={"rev": settings.rev})
+    return config
+
+
+def build_store(settings: Settings, config: serving.ServingConfig) -> ModelStore:
+    """Resolve, verify and load every variant's model, each by the same resolver."""
+    store = ModelStore()
+    for name, variant in config.variants.items():
+        try:
+            resolved = resolve(
+                settings.repo,
+                variant.rev,
+                settings.artifact,
+                settings.remote,
+                settings.fetch_attempts,
+                settings.fetch_backoff_s,
+            )
+            store.add(load_model(name, resolved, settings.backend))
+        except ResolutionError as exc:
+            prefix = "" if len(config.variants) == 1 else f"variant {name!r}: "
+            raise ResolutionError(f"{prefix}{exc}") from None
+    first = store.get(store.variants()[0])
+    for name in store.variants()[1:]:
+        if store.get(name).artifact.schema != first.artifact.schema:
+            raise ResolutionError(
+                f"variant {name!r} takes a different input schema from {first.variant!r}"
+            )
+    return store
 
 
 def batchers_for(store: ModelStore, settings: Settings) -> dict[str, Batcher]:
@@ -42,7 +70,10 @@ def batchers_for(store: ModelStore, settings: Settings) -> dict[str, Batcher]:
         wanted = settings.batching or ("on" if backend.name == "sklearn" else "off")
         if wanted == "on":
             out[name] = Batcher(
-                backend.predict_proba, settings.max_batch_size, settings.max_latency_ms / 1000
+                backend.predict_proba,
+                settings.max_batch_size,
+                settings.max_latency_ms / 1000,
+                name,
             )
     return out
 
@@ -80,15 +111,28 @@ class LockserveApp(FastAPI):
             await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings, store: ModelStore | None = None) -> FastAPI:
-    """Build the service. Without ``store`` the pinned model is resolved now (may raise)."""
-    store = store if store is not None else build_store(settings)
-    strategy = Single()
-    primary = store.get(strategy.choose(None))
+def create_app(
+    settings: Settings,
+    store: ModelStore | None = None,
+    strategy: strategies.Strategy | None = None,
+) -> FastAPI:
+    """Build the service. Without ``store`` the variants in serving.yaml are resolved now.
+
+    Raises ServingError for a bad serving.yaml and ResolutionError for a model that cannot be
+    resolved and verified. A given ``store`` is served by ``strategy`` (single by default).
+    """
+    if store is None:
+        config = serving_config(settings)
+        store = build_store(settings, config)
+        strategy = strategies.build(config, settings.state_db, settings.feedback_ttl_s)
+    elif strategy is None:
+        strategy = Single(store.variants()[0])
+    primary = store.get(strategy.primary)
     request_model, response_model = schemas.build(
         primary.artifact.schema, primary.backend.classes, settings.max_batch
     )
-    core = PredictCore(store, strategy, request_model, batchers_for(store, settings))
+    shadow = ShadowRunner(store) if strategy.shadows else None
+    core = PredictCore(store, strategy, request_model, batchers_for(store, settings), shadow)
     app = LockserveApp(
         title="lockserve",
         summary="Serves exactly the model that dvc.lock pins",

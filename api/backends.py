@@ -16,6 +16,17 @@ from api.features import FeatureBuilder
 
 log = logging.getLogger("lockserve.backends")
 
+TIE = 1e-6
+
+
+def labels(proba: np.ndarray) -> np.ndarray:
+    """The answered class per row: the first (in class order) within TIE of the highest.
+
+    Part of the artifact contract, so the float32 ONNX and float64 sklearn backends name the
+    same class when two probabilities tie.
+    """
+    return (proba >= proba.max(axis=1, keepdims=True) - TIE).argmax(axis=1)
+
 
 class Backend(Protocol):
     name: str

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from api import metrics
+
 log = logging.getLogger("lockserve.batching")
 
 
@@ -38,9 +40,14 @@ class Batcher:
     """Collects rows for up to ``max_latency_s`` (or ``max_size`` rows), runs them together."""
 
     def __init__(
-        self, run: Callable[[Sequence[Any]], np.ndarray], max_size: int, max_latency_s: float
+        self,
+        run: Callable[[Sequence[Any]], np.ndarray],
+        max_size: int,
+        max_latency_s: float,
+        name: str = "",
     ) -> None:
         self._run = run
+        self._rows_metric = metrics.BATCH_ROWS.labels(name)
         self.max_size = max_size
         self.max_latency_s = max_latency_s
         self.stats = BatchStats()
@@ -86,6 +93,7 @@ class Batcher:
             self.stats.batches += 1
             self.stats.rows += len(rows)
             self.stats.largest = max(self.stats.largest, len(rows))
+            self._rows_metric.observe(len(rows))
             try:
                 proba = await loop.run_in_executor(self._pool, self._run, rows)
             except Exception:  # noqa: BLE001 - isolate the culprit, spare the batch-mates

@@ -13,12 +13,12 @@ import orjson
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from api.backends import labels
 from api.batching import Batcher
 from api.errors import ApiError, from_validation
-from api.routing import Strategy
+from api.shadowing import ShadowRunner
 from api.store import ModelStore
-
-TIE = 1e-6
+from api.strategies import Strategy
 
 
 class PredictCore:
@@ -30,11 +30,14 @@ class PredictCore:
         strategy: Strategy,
         request_model: type,
         batchers: dict[str, Batcher] | None = None,
+        shadow: ShadowRunner | None = None,
     ) -> None:
         self.store = store
         self.strategy = strategy
         self._validate = request_model.model_validate_json
         self.batchers = batchers or {}
+        self.shadow = shadow
+        self._observe = getattr(strategy, "observe", None)  # strategies that learn
 
     def validate(self, body: bytes) -> list[Any]:
         """The request's instances, or ApiError (400 malformed JSON, 422 schema violation)."""
@@ -60,6 +63,12 @@ class PredictCore:
         state["model_md5"] = model.md5
         classes = model.backend.classes
         best = labels(proba).tolist()
+        if self._observe is not None:
+            self._observe(state.get("request_id"), variant, [classes[b] for b in best])
+        if self.shadow is not None and self.strategy.shadows:
+            answered = [classes[b] for b in best]
+            for name in self.strategy.shadows:
+                self.shadow.submit(name, instances, state.get("request_id"), answered)
         return orjson.dumps(
             {
                 "predictions": [
@@ -69,15 +78,6 @@ class PredictCore:
                 "model": model.ref,
             }
         )
-
-
-def labels(proba: Any) -> Any:
-    """The answered class per row: the first (in class order) within TIE of the highest.
-
-    Part of the artifact contract, so the float32 ONNX and float64 sklearn backends name the
-    same class when two probabilities tie.
-    """
-    return (proba >= proba.max(axis=1, keepdims=True) - TIE).argmax(axis=1)
 
 
 def error_payload(error: ApiError) -> bytes:

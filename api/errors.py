@@ -16,6 +16,7 @@ CODES = {
     400: "malformed_json",
     404: "not_found",
     405: "method_not_allowed",
+    409: "conflict",
     413: "body_too_large",
     415: "unsupported_media_type",
     422: "invalid_request",

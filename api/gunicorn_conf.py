@@ -6,9 +6,13 @@ stops the server before it listens, and workers share the loaded model's memory.
 
 import logging
 import os
+import tempfile
 import time
 
 STARTED = time.monotonic()  # in the master, before the app loads; workers inherit it
+
+# Prometheus multiprocess mode: set before the app (and prometheus-client) is imported.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="lockserve-metrics-"))
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 1))
@@ -17,6 +21,8 @@ preload_app = True
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "30"))
 timeout = 60
 keepalive = 5
+pidfile = os.environ.get("LOCKSERVE_PIDFILE", ".lockserve/gunicorn.pid")  # for make reload
+os.makedirs(os.path.dirname(pidfile) or ".", exist_ok=True)
 accesslog = None  # the app logs one JSON line per request
 control_socket_disable = True  # several servers may run side by side (tests, bench)
 
@@ -30,3 +36,23 @@ def post_worker_init(worker: object) -> None:
         ready_ms,
         extra={"fields": {"ready_ms": round(ready_ms, 1)}},
     )
+
+
+def child_exit(server: object, worker: object) -> None:
+    """A dead worker's live-only samples leave the Prometheus totals."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
+
+
+def on_reload(server: object) -> None:
+    """SIGHUP: rebuild the app from serving.yaml (every variant re-resolved and verified) for
+    the new workers; the old ones finish their requests. A bad file keeps the old app."""
+    from api.main import build
+
+    try:
+        server.app.callable = build()  # type: ignore[attr-defined]
+    except Exception as exc:  # noqa: BLE001 - a reload must never take the service down
+        logging.getLogger("lockserve").error(
+            "reload refused, still serving the previous models: %s", exc
+        )

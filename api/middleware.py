@@ -14,12 +14,24 @@ from typing import Any
 
 import orjson
 
+from api import metrics
 from api.errors import error_body
 from api.logs import FIELDS
 
 log = logging.getLogger("lockserve.access")
 
 BODY_METHODS = {b"POST", b"PUT", b"PATCH"}
+# paths that get their own metrics label; anything else is "other" (bounded cardinality)
+KNOWN_PATHS = {
+    "/predict",
+    "/feedback",
+    "/model",
+    "/metrics",
+    "/health/live",
+    "/health/ready",
+    "/docs",
+    "/openapi.json",
+}
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 Scope = dict[str, Any]
@@ -78,6 +90,11 @@ class RequestContext:
                 receive = problem
             await self.app(scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - started
+            path = scope["path"] if scope["path"] in KNOWN_PATHS else "other"
+            labels = (path, state.get("variant") or "", str(status["code"]))
+            metrics.REQUESTS.labels(*labels).inc()
+            metrics.LATENCY.labels(*labels).observe(elapsed)
             log.info(
                 "%s %s %d",
                 scope["method"],
@@ -89,7 +106,7 @@ class RequestContext:
                         "method": scope["method"],
                         "path": scope["path"],
                         "status": status["code"],
-                        "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                        "latency_ms": round(elapsed * 1000, 3),
                         "batch_size": state.get("batch_size"),
                         "variant": state.get("variant"),
                         "model_md5": state.get("model_md5"),

@@ -9,9 +9,29 @@ same core, and this route is what /docs describes.
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from api import metrics
 from api.core import PredictCore
-from api.errors import error_response
+from api.errors import ApiError, error_response
+from api.shadowing import ShadowStats
+from api.state import AlreadyRewarded, UnknownRequest
+
+
+class Feedback(BaseModel):
+    """What happened after a prediction: a reward in [0, 1], or the true label(s)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(min_length=1, max_length=128)
+    reward: float | None = Field(None, ge=0, le=1)
+    label: str | list[str] | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "Feedback":
+        if (self.reward is None) == (self.label is None):
+            raise ValueError("send exactly one of reward or label")
+        return self
 
 
 def router(core: PredictCore, request_model: type, response_model: type) -> APIRouter:
@@ -46,6 +66,36 @@ def router(core: PredictCore, request_model: type, response_model: type) -> APIR
         )
         return Response(payload, media_type="application/json")
 
+    @api.post(
+        "/feedback",
+        summary="Credit the variant that answered a request (bandit strategy)",
+        responses={
+            404: {"description": "unknown or expired request id, or no bandit"},
+            409: {"description": "feedback for this request was already counted"},
+        },
+    )
+    def feedback(body: Feedback) -> dict[str, Any]:
+        learner = getattr(strategy, "feedback", None)
+        if learner is None:
+            raise ApiError(404, f"strategy {strategy.name!r} takes no feedback")
+        labels = [body.label] if isinstance(body.label, str) else body.label
+        try:
+            variant, reward = learner(body.request_id, body.reward, labels)
+        except UnknownRequest:
+            raise ApiError(404, f"unknown or expired request id {body.request_id!r}") from None
+        except AlreadyRewarded:
+            raise ApiError(
+                409, f"feedback for request {body.request_id!r} was already counted"
+            ) from None
+        except ValueError as exc:
+            raise ApiError(422, str(exc)) from None
+        return {"request_id": body.request_id, "variant": variant, "reward": reward}
+
+    @api.get("/metrics", summary="Prometheus metrics of all workers", response_class=Response)
+    def prometheus() -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
     @api.get("/health/live", summary="The process is up")
     def live() -> dict[str, str]:
         return {"status": "live"}
@@ -62,7 +112,6 @@ def router(core: PredictCore, request_model: type, response_model: type) -> APIR
 
     @api.get("/model", summary="Which model answers: md5, rev, params, metrics, input schema")
     def describe() -> dict[str, Any]:
-        primary = store.get(strategy.choose(None))
         variants = []
         for name in store.variants():
             batcher = core.batchers.get(name)
@@ -73,8 +122,11 @@ def router(core: PredictCore, request_model: type, response_model: type) -> APIR
                     max_latency_ms=batcher.max_latency_s * 1000,
                     this_worker=batcher.stats.as_dict(),
                 )
-            variants.append({**store.get(name).describe(), "batching": batching})
-        first = next(v for v in variants if v["variant"] == primary.variant)
+            entry = {**store.get(name).describe(), **strategy.describe(name), "batching": batching}
+            if core.shadow is not None and name in strategy.shadows:
+                entry["shadow_this_worker"] = core.shadow.stats.get(name, ShadowStats()).as_dict()
+            variants.append(entry)
+        first = next(v for v in variants if v["variant"] == strategy.primary)
         return {"strategy": strategy.name, **first, "variants": variants}
 
     return api

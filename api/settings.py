@@ -13,8 +13,17 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LOCKSERVE_")
 
     repo: Path = Field(Path("."), description="DVC/git repository holding dvc.yaml and dvc.lock")
-    rev: str = Field(
-        "HEAD", description="git revision (or GTO name@version / name#stage) whose dvc.lock pins"
+    rev: str | None = Field(
+        None,
+        description="git revision (or GTO name@version / name#stage) for a single variant; "
+        "overrides serving.yaml's rev when its strategy is single",
+    )
+    state_db: Path = Field(
+        Path(".lockserve/state.sqlite"), description="bandit state shared by the workers"
+    )
+    feedback_ttl_s: float = Field(86400.0, gt=0, description="how long a request takes feedback")
+    serving_file: Path = Field(
+        Path("serving.yaml"), description="variants and deployment strategy (serving.yaml)"
     )
     artifact: str = Field("penguin-classifier", description="artifact name in dvc.yaml")
     remote: str | None = Field(None, description="DVC remote to fetch from (default remote)")

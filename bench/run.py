@@ -55,7 +55,24 @@ SERVERS: dict[str, tuple[str, dict[str, str], int]] = {
         10000,
     ),
     DEFAULT: (f"{GUNICORN} api.main:app", {}, 20000),
+    "lockserve canary 50/50, two variants (onnx)": (
+        f"{GUNICORN} api.main:app",
+        {"LOCKSERVE_SERVING_FILE": "{tmp}/canary.yaml"},
+        20000,
+    ),
+    "lockserve bandit, two variants (onnx)": (
+        f"{GUNICORN} api.main:app",
+        {"LOCKSERVE_SERVING_FILE": "{tmp}/bandit.yaml", "LOCKSERVE_STATE_DB": "{tmp}/state.sqlite"},
+        20000,
+    ),
     FLOOR: (f"{GUNICORN} bench.floor:app", {}, 20000),
+}
+# Two variants of the pinned model, loaded side by side (both at HEAD: routing and memory
+# cost, whatever the models).
+SERVING = {
+    "canary.yaml": "strategy: canary\nvariants:\n  a: {rev: HEAD, weight: 50}\n"
+    "  b: {rev: HEAD, weight: 50}\n",
+    "bandit.yaml": "strategy: bandit\nvariants:\n  a: {rev: HEAD}\n  b: {rev: HEAD}\n",
 }
 
 
@@ -166,7 +183,10 @@ def bench(concurrency: int) -> dict:
         one.write_text(json.dumps({"instances": [PENGUIN]}))
         thousand = tmp / "thousand.json"
         thousand.write_text(json.dumps({"instances": [PENGUIN] * 1000}))
-        for name, (command, env, requests) in SERVERS.items():
+        for filename, text in SERVING.items():
+            (tmp / filename).write_text(text)
+        for name, (command, env_template, requests) in SERVERS.items():
+            env = {k: v.replace("{tmp}", str(tmp)) for k, v in env_template.items()}
             log.info("benchmarking %s", name)
             with running(
                 ["sh", "-c", f"exec {command}"], ROOT, tmp / "server.log", **env

@@ -1,0 +1,110 @@
+"""Shadow scoring off the request path: a bounded queue and one background task per worker.
+
+The request only enqueues (dropping and counting when the queue is full); the shadow model
+runs in its own thread after the response has gone. Each result is one JSON log line with the
+request id, both labels and their agreement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from api import metrics
+from api.backends import labels
+from api.logs import FIELDS
+from api.store import ModelStore
+
+log = logging.getLogger("lockserve.shadow")
+
+
+@dataclass
+class ShadowStats:
+    scored: int = 0
+    agreed: int = 0
+    failed: int = 0
+    dropped: int = 0
+
+    def as_dict(self) -> dict[str, float]:
+        rate = self.agreed / self.scored if self.scored else 0.0
+        return {
+            "scored": self.scored,
+            "agreement": round(rate, 4),
+            "failed": self.failed,
+            "dropped": self.dropped,
+        }
+
+
+class ShadowRunner:
+    """Scores requests with shadow variants after they were answered."""
+
+    def __init__(self, store: ModelStore, max_queue: int = 1000) -> None:
+        self.store = store
+        self.max_queue = max_queue
+        self.stats: dict[str, ShadowStats] = {}
+        self._queue: asyncio.Queue | None = None
+        self._task: asyncio.Task | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
+
+    def submit(
+        self, variant: str, instances: list[Any], request_id: str | None, answered: list[str]
+    ) -> None:
+        """Queue a shadow scoring; never waits, never raises into the request."""
+        stats = self.stats.setdefault(variant, ShadowStats())
+        if self._queue is None:
+            self._queue = asyncio.Queue(self.max_queue)
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+        try:
+            self._queue.put_nowait((variant, instances, request_id, answered))
+        except asyncio.QueueFull:
+            stats.dropped += 1
+            metrics.SHADOW_DROPPED.labels(variant).inc()
+
+    async def _loop(self) -> None:
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            variant, instances, request_id, answered = await self._queue.get()
+            stats = self.stats[variant]
+            model = self.store.get(variant)
+            try:
+                proba = await loop.run_in_executor(
+                    self._pool, model.backend.predict_proba, instances
+                )
+            except Exception as exc:  # noqa: BLE001 - a failing shadow only logs
+                stats.failed += 1
+                metrics.SHADOW.labels(variant, "failed").inc(len(instances))
+                log.warning(
+                    "shadow %s failed on request %s: %s",
+                    variant,
+                    request_id,
+                    exc,
+                    extra={FIELDS: {"request_id": request_id, "variant": variant}},
+                )
+                continue
+            shadow = [model.backend.classes[i] for i in labels(proba)]
+            agree = sum(a == b for a, b in zip(answered, shadow, strict=True))
+            stats.scored += len(shadow)
+            stats.agreed += agree
+            metrics.SHADOW.labels(variant, "agree").inc(agree)
+            metrics.SHADOW.labels(variant, "disagree").inc(len(shadow) - agree)
+            log.info(
+                "shadow %s on request %s: %d/%d agree",
+                variant,
+                request_id,
+                agree,
+                len(shadow),
+                extra={
+                    FIELDS: {
+                        "request_id": request_id,
+                        "variant": variant,
+                        "md5": model.md5,
+                        "primary_labels": answered,
+                        "shadow_labels": shadow,
+                        "agreement": agree / len(shadow),
+                    }
+                },
+            )

@@ -1,0 +1,125 @@
+"""Multi-armed bandit: epsilon-greedy or Thompson sampling (Beta-Bernoulli), seeded.
+
+Each answered request is remembered (request id -> variant, labels) so that
+`POST /feedback` can credit the variant that answered it. The bookkeeping is buffered in
+memory and written in batches by a background flush, off the request path, into the shared
+state store (api/state.py), whose totals every worker reads back at each flush.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import TYPE_CHECKING
+
+from api import metrics
+from api.state import StateStore, UnknownRequest
+
+if TYPE_CHECKING:
+    from api.serving import ServingConfig
+
+FLUSH_S = 0.05
+
+
+class Bandit:
+    name = "bandit"
+
+    def __init__(
+        self,
+        variants: list[str],
+        state: StateStore,
+        algorithm: str = "thompson",
+        epsilon: float = 0.1,
+        seed: int = 0,
+        max_age_s: float = 86400.0,
+    ) -> None:
+        self.variants = variants
+        self.primary = variants[0]
+        self.shadows: list[str] = []
+        self.algorithm, self.epsilon = algorithm, epsilon
+        self.max_age_s = max_age_s
+        self._state = state
+        self._random = random.Random(seed)
+        self._pending: list[tuple[str, str, list[str], float]] = []
+        self._totals = state.totals()
+        self._flusher: asyncio.Task | None = None
+
+    @classmethod
+    def from_config(cls, config: ServingConfig, state: StateStore, max_age_s: float) -> Bandit:
+        options = config.bandit
+        return cls(
+            list(config.variants),
+            state,
+            options.algorithm if options else "thompson",
+            options.epsilon if options else 0.1,
+            options.seed if options else 0,
+            max_age_s,
+        )
+
+    def _arm(self, variant: str) -> tuple[int, float, int]:
+        return self._totals.get(variant, (0, 0.0, 0))
+
+    def choose(self, routing_key: str | None) -> str:
+        if self.algorithm == "epsilon_greedy":
+            if self._random.random() < self.epsilon:
+                return self._random.choice(self.variants)
+            means = []
+            for v in self.variants:
+                _, reward, feedbacks = self._arm(v)
+                means.append(reward / feedbacks if feedbacks else float("inf"))  # try each once
+            return self.variants[means.index(max(means))]
+        draws = []
+        for v in self.variants:
+            _, reward, feedbacks = self._arm(v)
+            draws.append(self._random.betavariate(1.0 + reward, 1.0 + feedbacks - reward))
+        return self.variants[draws.index(max(draws))]
+
+    def observe(self, request_id: str | None, variant: str, answered: list[str]) -> None:
+        """Remember who answered; written by the next flush."""
+        if request_id is None:
+            return
+        self._pending.append((request_id, variant, answered, time.time()))
+        metrics.BANDIT_PULLS.labels(variant).inc()
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())
+
+    async def _flush_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(FLUSH_S)
+            await loop.run_in_executor(None, self.flush)
+
+    def flush(self) -> None:
+        rows, self._pending = self._pending, []
+        self._state.record(rows)
+        self._totals = self._state.totals()
+
+    def feedback(
+        self, request_id: str, reward: float | None, labels: list[str] | None
+    ) -> tuple[str, float]:
+        """Credit the variant that answered ``request_id``; runs in a worker thread."""
+        for attempt in range(3):
+            try:
+                variant, credited = self._state.reward(request_id, reward, labels, self.max_age_s)
+            except UnknownRequest:
+                if attempt == 2:
+                    raise
+                if attempt == 0:
+                    self.flush()  # this worker may not have written it yet
+                else:
+                    time.sleep(2 * FLUSH_S)  # nor another worker
+            else:
+                metrics.BANDIT_REWARD.labels(variant).inc(credited)
+                metrics.BANDIT_FEEDBACK.labels(variant).inc()
+                return variant, credited
+        raise AssertionError("unreachable")
+
+    def describe(self, variant: str) -> dict[str, object]:
+        pulls, reward, feedbacks = self._arm(variant)
+        return {
+            "role": "arm",
+            "pulls": pulls,
+            "feedbacks": feedbacks,
+            "mean_reward": round(reward / feedbacks, 4) if feedbacks else None,
+        }

@@ -1,0 +1,81 @@
+"""Unit: bandit sampling and the shared SQLite state (feedback rules, persistence)."""
+
+import time
+
+import pytest
+
+from api.state import AlreadyRewarded, SqliteState, UnknownRequest
+from api.strategies.bandit import Bandit
+
+
+@pytest.fixture()
+def state(tmp_path):
+    return SqliteState(tmp_path / "state.sqlite")
+
+
+def test_record_then_reward_credits_the_answering_variant(state):
+    state.record([("r1", "a", ["Adelie"], time.time()), ("r2", "b", ["Gentoo"], time.time())])
+    assert state.reward("r1", 0.5, None, 60) == ("a", 0.5)
+    assert state.reward("r2", None, ["Adelie"], 60) == ("b", 0.0)
+    assert state.totals() == {"a": (1, 0.5, 1), "b": (1, 0.0, 1)}
+
+
+def test_feedback_twice_is_refused_and_counted_once(state):
+    state.record([("r1", "a", ["Adelie"], time.time())])
+    state.reward("r1", 1.0, None, 60)
+    with pytest.raises(AlreadyRewarded):
+        state.reward("r1", 1.0, None, 60)
+    assert state.totals()["a"] == (1, 1.0, 1)
+
+
+def test_unknown_and_expired_requests(state):
+    state.record([("old", "a", ["Adelie"], time.time() - 120)])
+    with pytest.raises(UnknownRequest):
+        state.reward("nope", 1.0, None, 60)
+    with pytest.raises(UnknownRequest):
+        state.reward("old", 1.0, None, 60)
+
+
+def test_label_count_must_match(state):
+    state.record([("r1", "a", ["Adelie", "Gentoo"], time.time())])
+    with pytest.raises(ValueError, match="answered 2 instance"):
+        state.reward("r1", None, ["Adelie"], 60)
+    assert state.reward("r1", None, ["Adelie", "Adelie"], 60) == ("a", 0.5)
+
+
+def test_state_survives_a_new_connection(tmp_path):
+    first = SqliteState(tmp_path / "s.sqlite")
+    first.record([("r1", "a", ["Adelie"], time.time())])
+    first.reward("r1", 1.0, None, 60)
+    assert SqliteState(tmp_path / "s.sqlite").totals() == {"a": (1, 1.0, 1)}
+
+
+@pytest.mark.parametrize("algorithm", ["thompson", "epsilon_greedy"])
+def test_bandit_prefers_the_better_arm_once_it_knows(state, algorithm):
+    now = time.time()
+    rows = [(f"a{i}", "a", ["x"], now) for i in range(100)]
+    rows += [(f"b{i}", "b", ["x"], now) for i in range(100)]
+    state.record(rows)
+    for i in range(100):
+        state.reward(f"a{i}", 1.0 if i < 30 else 0.0, None, 60)
+        state.reward(f"b{i}", 1.0 if i < 90 else 0.0, None, 60)
+    bandit = Bandit(["a", "b"], state, algorithm, epsilon=0.1, seed=3)
+    picks = [bandit.choose(None) for _ in range(1000)]
+    assert picks.count("b") > 850
+    assert bandit.describe("b") == {
+        "role": "arm",
+        "pulls": 100,
+        "feedbacks": 100,
+        "mean_reward": 0.9,
+    }
+
+
+def test_bandit_is_seeded(state):
+    one = Bandit(["a", "b"], state, "thompson", seed=5)
+    two = Bandit(["a", "b"], state, "thompson", seed=5)
+    assert [one.choose(None) for _ in range(50)] == [two.choose(None) for _ in range(50)]
+
+
+def test_epsilon_greedy_tries_every_arm_first(state):
+    bandit = Bandit(["a", "b", "c"], state, "epsilon_greedy", epsilon=0.0, seed=0)
+    assert bandit.choose(None) == "a"
