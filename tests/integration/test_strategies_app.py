@@ -154,7 +154,9 @@ def test_metrics_scrape_cleanly(artifacts):
         if s.labels["path"] == "/predict":
             by_status[s.labels["status"]] = by_status.get(s.labels["status"], 0) + s.value
     assert by_status.get("200", 0) >= 4 and by_status.get("422", 0) >= 1
-    assert {s.labels["variant"] for s in samples if s.labels["status"] == "200"} <= {
-        "stable",
-        "candidate",
+    predicted = {
+        s.labels["variant"]
+        for s in samples
+        if s.labels["path"] == "/predict" and s.labels["status"] == "200"
     }
+    assert predicted <= {"stable", "candidate"} and predicted
