@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from fastapi import FastAPI
@@ -18,8 +17,6 @@ from api.settings import Settings
 from api.shadowing import ShadowRunner
 from api.store import ModelStore, load_model
 from api.strategies.single import Single
-
-log = logging.getLogger("lockserve.app")
 
 
 def serving_config(settings: Settings) -> serving.ServingConfig:

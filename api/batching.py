@@ -53,34 +53,51 @@ class Batcher:
         self.stats = BatchStats()
         self._queue: asyncio.Queue[tuple[Sequence[Any], asyncio.Future]] | None = None
         self._task: asyncio.Task | None = None
+        self._held: tuple[Sequence[Any], asyncio.Future] | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch")
 
     async def submit(self, rows: Sequence[Any]) -> np.ndarray:
         """Probabilities for ``rows``, computed in some batch together with other requests."""
         if self._queue is None:
             self._queue = asyncio.Queue()
+        if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._loop())
         future = asyncio.get_running_loop().create_future()
         await self._queue.put((rows, future))
         return await future
 
-    async def _collect(self) -> list[tuple[Sequence[Any], asyncio.Future]]:
+    async def _next(self, timeout: float | None) -> tuple[Sequence[Any], asyncio.Future] | None:
+        """The held-over request, else the next queued one (waiting up to ``timeout``)."""
         assert self._queue is not None
-        batch = [await self._queue.get()]
-        size = len(batch[0][0])
+        if self._held is not None:
+            item, self._held = self._held, None
+            return item
+        if timeout is None:
+            return await self._queue.get()
+        if not self._queue.empty():
+            return self._queue.get_nowait()
+        if timeout <= 0:
+            return None
+        try:
+            return await asyncio.wait_for(self._queue.get(), timeout)
+        except TimeoutError:
+            return None
+
+    async def _collect(self) -> list[tuple[Sequence[Any], asyncio.Future]]:
+        """Requests for one batch: never more than ``max_size`` rows unless one request alone
+        has more (a request is never split); the one that does not fit waits for the next."""
+        first = await self._next(None)
+        assert first is not None
+        batch, size = [first], len(first[0])
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.max_latency_s
         while size < self.max_size:
-            if self._queue.empty():
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), remaining)
-                except TimeoutError:
-                    break
-            else:
-                item = self._queue.get_nowait()
+            item = await self._next(deadline - loop.time())
+            if item is None:
+                break
+            if size + len(item[0]) > self.max_size:
+                self._held = item
+                break
             batch.append(item)
             size += len(item[0])
         return batch
@@ -88,7 +105,11 @@ class Batcher:
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = await self._collect()
+            batch = [
+                (part, future) for part, future in await self._collect() if not future.done()
+            ]  # a cancelled request is not computed
+            if not batch:
+                continue
             rows = [row for part, _ in batch for row in part]
             self.stats.batches += 1
             self.stats.rows += len(rows)
@@ -106,9 +127,11 @@ class Batcher:
                     try:
                         result = await loop.run_in_executor(self._pool, self._run, part)
                     except Exception as exc:  # noqa: BLE001
-                        future.set_exception(exc)
+                        if not future.done():
+                            future.set_exception(exc)
                     else:
-                        future.set_result(result)
+                        if not future.done():
+                            future.set_result(result)
                 continue
             start = 0
             for part, future in batch:

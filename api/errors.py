@@ -10,6 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from api.logs import FIELDS
+
 log = logging.getLogger("lockserve.errors")
 
 CODES = {
@@ -102,7 +104,12 @@ async def _http(request: Request, exc: HTTPException) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    log.exception(
+        "unhandled error on %s %s",
+        request.method,
+        request.url.path,
+        extra={FIELDS: {"request_id": getattr(request.state, "request_id", None)}},
+    )
     return error_response(500, "internal error; see the server log for this request id")
 
 

@@ -10,8 +10,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import orjson
+
 from api.core import PredictCore, error_payload
 from api.errors import ApiError, error_body
+from api.logs import FIELDS
 
 log = logging.getLogger("lockserve.fastpath")
 
@@ -48,8 +51,10 @@ class FastPredict:
         except ApiError as error:
             status, payload = error.status, error_payload(error)
         except Exception:  # noqa: BLE001 - never a trace in a response
-            log.exception("unhandled error on POST /predict")
-            import orjson
+            request_id = scope.get("state", {}).get("request_id")
+            log.exception(
+                "unhandled error on POST /predict", extra={FIELDS: {"request_id": request_id}}
+            )
 
             status = 500
             payload = orjson.dumps(

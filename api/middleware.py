@@ -1,7 +1,8 @@
 """Request context (pure ASGI): request id, body limits, content type, one JSON access log line.
 
-Bodies are read here, at most ``max_body_bytes`` of them, before the app sees the request:
-an oversize body gets 413 and a body that is not JSON gets 415 without touching a model.
+Bodies of the JSON endpoints are read here, at most ``max_body_bytes`` of them, before the app
+sees the request: an oversize body gets 413 and a body that is not JSON gets 415 without
+touching a model.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from api.logs import FIELDS
 log = logging.getLogger("lockserve.access")
 
 BODY_METHODS = {b"POST", b"PUT", b"PATCH"}
+# endpoints whose body is JSON: checked here (size, content type) before the app sees them;
+# a POST elsewhere goes on to the router's 404 or 405
+JSON_PATHS = {"/predict", "/feedback"}
 # paths that get their own metrics label; anything else is "other" (bounded cardinality)
 KNOWN_PATHS = {
     "/predict",
@@ -82,7 +86,7 @@ class RequestContext:
             await send(message)
 
         try:
-            if scope["method"].encode() in BODY_METHODS:
+            if scope["method"].encode() in BODY_METHODS and scope["path"] in JSON_PATHS:
                 problem = await self._check_body(scope, receive)
                 if isinstance(problem, tuple):
                     await self._reject(send_with_id, *problem)

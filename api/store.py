@@ -68,7 +68,14 @@ def load_model(variant: str, resolved: Resolved, backend: str = "onnx") -> Serve
         loaded = artifact.load(resolved.data, resolved.md5)
     except artifact.ArtifactError as exc:
         raise ResolutionError(f"{resolved.path} md5 {resolved.md5}: {exc}") from None
-    chosen = backends.select(loaded, backend)
+    try:
+        chosen = backends.select(loaded, backend)
+    except Exception as exc:  # noqa: BLE001 - e.g. a pickle from other library versions
+        raise ResolutionError(
+            f"{resolved.path} md5 {resolved.md5} verified but could not be loaded "
+            f"({type(exc).__name__}: {exc}); it was built with "
+            f"{loaded.metadata.get('libraries', {})}"
+        ) from None
     load_ms = (time.perf_counter() - started) * 1000
     log.info(
         "loaded variant %s: %s md5 %s (%s backend)",

@@ -141,22 +141,25 @@ def test_full_shadow_queue_drops_and_counts(artifacts):
 def test_metrics_scrape_cleanly(artifacts):
     from prometheus_client.parser import text_string_to_metric_families
 
-    with client_for(artifacts, CANARY) as client:
-        for i in range(4):
-            predict(client, key=f"k{i}")
-        client.post("/predict", json={"instances": []})
+    def predictions_by(client):
+        """(variant, status) -> count of /predict requests (the registry is process-wide)."""
         r = client.get("/metrics")
-    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
-    families = {f.name: f for f in text_string_to_metric_families(r.text)}
-    samples = [s for s in families["lockserve_requests"].samples if s.name.endswith("_total")]
-    by_status = {}
-    for s in samples:
-        if s.labels["path"] == "/predict":
-            by_status[s.labels["status"]] = by_status.get(s.labels["status"], 0) + s.value
-    assert by_status.get("200", 0) >= 4 and by_status.get("422", 0) >= 1
-    predicted = {
-        s.labels["variant"]
-        for s in samples
-        if s.labels["path"] == "/predict" and s.labels["status"] == "200"
-    }
-    assert predicted <= {"stable", "candidate"} and predicted
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+        families = {f.name: f for f in text_string_to_metric_families(r.text)}
+        assert "lockserve_request_seconds" in families
+        counts = {}
+        for sample in families["lockserve_requests"].samples:
+            if sample.name.endswith("_total") and sample.labels["path"] == "/predict":
+                key = (sample.labels["variant"], sample.labels["status"])
+                counts[key] = counts.get(key, 0) + sample.value
+        return counts
+
+    with client_for(artifacts, CANARY) as client:
+        before = predictions_by(client)
+        variants = [predict(client, key=f"k{i}")["model"]["variant"] for i in range(4)]
+        client.post("/predict", json={"instances": []})
+        after = predictions_by(client)
+    for variant in set(variants):
+        grew = after[(variant, "200")] - before.get((variant, "200"), 0)
+        assert grew == variants.count(variant)
+    assert after[("", "422")] - before.get(("", "422"), 0) == 1

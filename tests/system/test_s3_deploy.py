@@ -56,6 +56,8 @@ def commit_with_trees(repo: Path, n_trees: int, tag: str) -> None:
 def workstation(tmp_path_factory, s3):
     repo = tmp_path_factory.mktemp("workstation") / "a"
     run(["git", "clone", "-q", str(ROOT), str(repo)], cwd=ROOT)
+    run(["git", "config", "user.email", "workstation@example.com"], cwd=repo)
+    run(["git", "config", "user.name", "workstation"], cwd=repo)
     for key, value in (
         ("endpointurl", s3.endpoint),
         ("access_key_id", s3.access_key),
@@ -86,7 +88,7 @@ def workstation(tmp_path_factory, s3):
     dvc("push", "-q", "-r", "s3", "--all-tags", cwd=repo)
     run(["git", "checkout", "-q", "-b", "experiment"], cwd=repo)
     commit_with_trees(repo, 20, "t3")  # reproduced, committed, never pushed
-    run(["git", "checkout", "-q", "main"], cwd=repo)
+    run(["git", "checkout", "-q", "-"], cwd=repo)
     dvc("checkout", "-q", cwd=repo)
     shutil.rmtree(repo / ".dvc" / "cache")
     return repo

@@ -67,3 +67,39 @@ def test_a_lone_request_is_answered_without_waiting_for_company(latency):
         return await asyncio.wait_for(batcher.submit([0.2]), timeout=1)
 
     np.testing.assert_allclose(asyncio.run(main())[:, 0], [0.2])
+
+
+def test_multi_row_requests_never_push_a_batch_over_max_size():
+    sizes = []
+
+    def spy(rows):
+        sizes.append(len(rows))
+        return run(rows)
+
+    async def main():
+        batcher = Batcher(spy, max_size=4, max_latency_s=0.05)
+        parts = [[0.1] * 3, [0.2] * 10, [0.3] * 2, [0.4] * 2, [0.5]]
+        results = await asyncio.gather(*(batcher.submit(p) for p in parts))
+        return parts, results
+
+    parts, results = asyncio.run(main())
+    for part, proba in zip(parts, results, strict=True):
+        np.testing.assert_allclose(proba[:, 0], part)
+    assert sum(sizes) == 18
+    assert 10 in sizes  # a request is never split ...
+    assert all(size <= 4 for size in sizes if size != 10)  # ... nor joined past the limit
+
+
+def test_a_cancelled_request_does_not_stop_the_batcher():
+    async def main():
+        batcher = Batcher(run, max_size=64, max_latency_s=0.05)
+        doomed = asyncio.ensure_future(batcher.submit([0.1]))
+        await asyncio.sleep(0)
+        doomed.cancel()
+        first = await asyncio.wait_for(batcher.submit([0.2]), timeout=2)
+        later = await asyncio.wait_for(batcher.submit([0.3]), timeout=2)
+        return first, later
+
+    first, later = asyncio.run(main())
+    np.testing.assert_allclose(first[:, 0], [0.2])
+    np.testing.assert_allclose(later[:, 0], [0.3])
