@@ -12,7 +12,9 @@ import time
 STARTED = time.monotonic()  # in the master, before the app loads; workers inherit it
 
 # Prometheus multiprocess mode: set before the app (and prometheus-client) is imported.
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="lockserve-metrics-"))
+if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="lockserve-metrics-")
+    os.environ["LOCKSERVE_OWN_METRICS_DIR"] = "1"  # ours to remove on exit
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 1))
@@ -56,3 +58,11 @@ def on_reload(server: object) -> None:
         logging.getLogger("lockserve").error(
             "reload refused, still serving the previous models: %s", exc
         )
+
+
+def on_exit(server: object) -> None:
+    """Remove the metrics directory this server made for itself."""
+    import shutil
+
+    if os.environ.pop("LOCKSERVE_OWN_METRICS_DIR", None):
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

@@ -168,3 +168,25 @@ def s3(tmp_path_factory):
     server = seaweedfs.start(tmp_path_factory.mktemp("seaweedfs"))
     yield server
     seaweedfs.stop(server)
+
+
+def served_model(
+    name: str, data: bytes, rev: str, backend: str = "onnx", metrics: dict | None = None
+):
+    """A ServedModel from artifact bytes, as the resolver would hand them over."""
+    import hashlib
+
+    from api.resolver import Resolved
+    from api.store import load_model
+
+    resolved = Resolved(
+        "penguin-classifier",
+        "models/model.zip",
+        hashlib.md5(data).hexdigest(),
+        rev,
+        "c" * 40,
+        "cache",
+        data,
+        metrics or {},
+    )
+    return load_model(name, resolved, backend)

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -15,6 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tests.conftest import venv_env
+
+# the production server, as `make serve` and the Procfile start it
+GUNICORN = [
+    str(Path(sys.executable).parent / "gunicorn"),
+    "-c",
+    "api/gunicorn_conf.py",
+    "api.main:app",
+]
 
 
 def free_port() -> int:

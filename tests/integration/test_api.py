@@ -8,19 +8,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.resolver import Resolved
 from api.settings import Settings
-from api.store import ModelStore, load_model
-from tests.conftest import PENGUIN
+from api.store import ModelStore
+from tests.conftest import PENGUIN, served_model
 
 
 def store_for(data: bytes, rev: str = "v1", backend: str = "onnx") -> ModelStore:
-    digest = hashlib.md5(data).hexdigest()
     metrics = {"reports/metrics.json": {"accuracy": 0.99}}
-    resolved = Resolved(
-        "penguin-classifier", "models/model.zip", digest, rev, "c" * 40, "workspace", data, metrics
-    )
-    return ModelStore({"default": load_model("default", resolved, backend)})
+    return ModelStore({"default": served_model("default", data, rev, backend, metrics)})
 
 
 # Every behaviour holds on each way in: the thin ASGI handler and the FastAPI route, with the

@@ -1,18 +1,16 @@
 """Integration: the bandit strategy through the app — feedback rules and a simulation."""
 
-import hashlib
 import random
 
 import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.resolver import Resolved
 from api.serving import parse
 from api.settings import Settings
-from api.store import ModelStore, load_model
+from api.store import ModelStore
 from api.strategies import build
-from tests.conftest import PENGUIN
+from tests.conftest import PENGUIN, served_model
 
 CONFIG = """\
 strategy: bandit
@@ -25,23 +23,12 @@ bandit: {algorithm: thompson, seed: 1}
 
 @pytest.fixture()
 def client(artifacts, tmp_path):
-    store = ModelStore()
-    for name, tag in (("worse", "v1"), ("better", "v2")):
-        data = artifacts[tag]
-        store.add(
-            load_model(
-                name,
-                Resolved(
-                    "penguin-classifier",
-                    "models/model.zip",
-                    hashlib.md5(data).hexdigest(),
-                    tag,
-                    "c" * 40,
-                    "cache",
-                    data,
-                ),
-            )
-        )
+    store = ModelStore(
+        {
+            name: served_model(name, artifacts[tag], tag)
+            for name, tag in (("worse", "v1"), ("better", "v2"))
+        }
+    )
     strategy = build(parse(CONFIG), tmp_path / "state.sqlite")
     with TestClient(create_app(Settings(), store, strategy)) as c:
         yield c
@@ -87,23 +74,7 @@ def test_simulation_better_arm_takes_over(client):
 
 
 def test_other_strategies_take_no_feedback(artifacts):
-    data = artifacts["v1"]
-    store = ModelStore(
-        {
-            "default": load_model(
-                "default",
-                Resolved(
-                    "penguin-classifier",
-                    "models/model.zip",
-                    hashlib.md5(data).hexdigest(),
-                    "v1",
-                    "c" * 40,
-                    "cache",
-                    data,
-                ),
-            )
-        }
-    )
+    store = ModelStore({"default": served_model("default", artifacts["v1"], "v1")})
     with TestClient(create_app(Settings(), store)) as c:
         r = c.post("/feedback", json={"request_id": "x", "reward": 1})
     assert r.status_code == 404 and "strategy 'single' takes no feedback" in r.text

@@ -9,12 +9,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.resolver import Resolved
 from api.serving import parse
 from api.settings import Settings
-from api.store import ModelStore, load_model
+from api.store import ModelStore
 from api.strategies import build
-from tests.conftest import PENGUIN
+from tests.conftest import PENGUIN, served_model
 
 CANARY = """\
 strategy: canary
@@ -31,20 +30,12 @@ variants:
 
 
 def two_models(artifacts) -> ModelStore:
-    store = ModelStore()
-    for name, tag in (("stable", "v1"), ("candidate", "v2")):
-        data = artifacts[tag]
-        resolved = Resolved(
-            "penguin-classifier",
-            "models/model.zip",
-            hashlib.md5(data).hexdigest(),
-            tag,
-            "c" * 40,
-            "cache",
-            data,
-        )
-        store.add(load_model(name, resolved))
-    return store
+    return ModelStore(
+        {
+            name: served_model(name, artifacts[tag], tag)
+            for name, tag in (("stable", "v1"), ("candidate", "v2"))
+        }
+    )
 
 
 def client_for(artifacts, text, store=None):

@@ -17,16 +17,10 @@ import yaml
 
 from api.resolver import resolve
 from tests.conftest import ROOT, dvc, run
-from tests.servers import Server, free_port, http, running
+from tests.servers import GUNICORN, Server, free_port, http, running
 
 pytestmark = pytest.mark.system
 
-GUNICORN = [
-    str(Path(sys.executable).parent / "gunicorn"),
-    "-c",
-    "api/gunicorn_conf.py",
-    "api.main:app",
-]
 NAME = "penguin-classifier"
 PENGUIN = {
     "island": "Dream",

@@ -11,16 +11,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tests.servers import Server, free_port, http, running
+from tests.servers import GUNICORN, Server, free_port, http, running
 
 pytestmark = pytest.mark.system
 
-GUNICORN = [
-    str(Path(sys.executable).parent / "gunicorn"),
-    "-c",
-    "api/gunicorn_conf.py",
-    "api.main:app",
-]
 PENGUIN = {
     "island": "Dream",
     "bill_length_mm": 49.0,

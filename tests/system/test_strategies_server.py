@@ -5,26 +5,17 @@ import hashlib
 import json
 import os
 import signal
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import PENGUIN, ROOT
-from tests.servers import Server, free_port, http, running
+from tests.servers import GUNICORN, Server, free_port, http, running
 
 pytestmark = pytest.mark.system
-
-GUNICORN = [
-    str(Path(sys.executable).parent / "gunicorn"),
-    "-c",
-    "api/gunicorn_conf.py",
-    "api.main:app",
-]
 
 
 def serve(model_repo, tmp_path, text, **env):
