@@ -23,9 +23,10 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from src import artifact, onnx_export
+from src import artifact
 from src.featurize import categorical_as_object
-from src.stage import StageError, load_params, main_wrapper, write_outputs
+from src.onnx_export import labels, parity, sample_rows
+from src.stage import load_params, main_wrapper, write_outputs
 
 log = logging.getLogger("lockserve.pipeline")
 
@@ -33,14 +34,6 @@ MODEL = Path("models/model.zip")
 TEST = Path("data/prepared/test.parquet")
 REPORTS = Path("reports")
 DIGITS = 6
-# The label contract: the first class (in metadata.classes order) whose probability is within
-# TIE of the highest, so float32 (ONNX) and float64 (sklearn) sums agree on ties.
-TIE = 1e-6
-
-
-def labels(proba: np.ndarray) -> np.ndarray:
-    """Index of the answered class per row, by the label contract."""
-    return (proba >= proba.max(axis=1, keepdims=True) - TIE).argmax(axis=1)
 
 
 def metrics(y_true: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict[str, float]:
@@ -68,55 +61,6 @@ def roc_table(
     return pd.DataFrame(table)
 
 
-def sample_rows(schema: dict[str, Any], n: int, seed: int) -> pd.DataFrame:
-    """``n`` random rows inside the schema: numbers in range, any category, some missing."""
-    rng = np.random.default_rng(seed)
-    columns: dict[str, Any] = {}
-    for f in schema["features"]:
-        if f["type"] == "number":
-            values = rng.uniform(f["min"], f["max"], n).round(1).astype(object)
-        else:
-            values = rng.choice(np.asarray(f["categories"], dtype=object), n)
-        if f["nullable"]:
-            values[rng.random(n) < 0.05] = np.nan
-        columns[f["name"]] = values
-    frame = pd.DataFrame(columns)
-    for f in schema["features"]:
-        if f["type"] == "number":
-            frame[f["name"]] = frame[f["name"]].astype("float64")
-    return frame
-
-
-def onnx_parity(
-    model: Any, metadata: dict[str, Any], rows: pd.DataFrame, tolerance: float
-) -> dict[str, float]:
-    """Compare the ONNX path (spec features + onnxruntime) with sklearn on ``rows``.
-
-    Fails the stage above ``tolerance`` or on any label that differs, so a conversion bug
-    can never ship.
-    """
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(metadata["onnx"], providers=["CPUExecutionProvider"])
-    inputs = onnx_export.features(metadata["preprocess"], rows)
-    p_onnx = session.run(["probabilities"], {session.get_inputs()[0].name: inputs})[0]
-    p_sklearn = model.predict_proba(rows)
-    diff = float(np.abs(p_onnx.astype(np.float64) - p_sklearn).max())
-    agree = float((labels(p_onnx) == labels(p_sklearn)).mean())
-    log.info(
-        "ONNX parity on %d rows: max |p_onnx - p_sklearn| = %.3g, labels agree %.4f",
-        len(rows),
-        diff,
-        agree,
-    )
-    if diff > tolerance or agree < 1.0:
-        raise StageError(
-            f"ONNX export disagrees with sklearn on {len(rows)} rows: max probability "
-            f"difference {diff:.3g} (limit {tolerance:g}), label agreement {agree:.4f}"
-        )
-    return {"onnx_max_abs_diff": float(f"{diff:.3g}"), "onnx_label_agreement": agree}
-
-
 def csv_bytes(frame: pd.DataFrame) -> bytes:
     buf = io.StringIO()
     frame.to_csv(buf, index=False, float_format="%.6f", lineterminator="\n")
@@ -136,10 +80,14 @@ def run(
 
     proba = model.predict_proba(x)
     scores = {**metrics(y, proba, classes), "n_test": len(x)}
-    if metadata["onnx"] is not None:
-        sampled = sample_rows(schema, int(params["onnx_parity_rows"]), int(params["seed"]))
+    if metadata["onnx"] is not None:  # train gated it on random rows; check the test split too
+        gate = metadata["onnx_gate"]
+        sampled = sample_rows(schema, int(gate["rows"]), int(params["seed"]))
         rows = pd.concat([x, sampled], ignore_index=True)
-        scores.update(onnx_parity(model, metadata, rows, float(params["onnx_tolerance"])))
+        diff, agree = parity(
+            model, metadata["onnx"], metadata["preprocess"], rows, float(gate["tolerance"])
+        )
+        scores.update(onnx_max_abs_diff=float(f"{diff:.3g}"), onnx_label_agreement=agree)
     log.info("metrics: %s", scores)
     pred = np.asarray(classes)[labels(proba)]
     confusion = pd.DataFrame({"actual": y, "predicted": pred})

@@ -14,7 +14,18 @@ import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
 
+from src.stage import StageError
+
 log = logging.getLogger("lockserve.pipeline")
+
+# The label contract: the first class (in metadata.classes order) whose probability is within
+# TIE of the highest, so float32 (ONNX) and float64 (sklearn) sums agree on ties.
+TIE = 1e-6
+
+
+def labels(proba: np.ndarray) -> np.ndarray:
+    """Index of the answered class per row, by the label contract."""
+    return (proba >= proba.max(axis=1, keepdims=True) - TIE).argmax(axis=1)
 
 
 def preprocess_spec(transformer: ColumnTransformer) -> dict[str, Any]:
@@ -68,3 +79,52 @@ def export(estimator: Any, n_inputs: int) -> bytes | None:
         )
         return None
     return model.SerializeToString()
+
+
+def sample_rows(schema: dict[str, Any], n: int, seed: int) -> pd.DataFrame:
+    """``n`` random rows inside the schema: numbers in range, any category, some missing."""
+    rng = np.random.default_rng(seed)
+    columns: dict[str, Any] = {}
+    for f in schema["features"]:
+        if f["type"] == "number":
+            values = rng.uniform(f["min"], f["max"], n).round(1).astype(object)
+        else:
+            values = rng.choice(np.asarray(f["categories"], dtype=object), n)
+        if f["nullable"]:
+            values[rng.random(n) < 0.05] = np.nan
+        columns[f["name"]] = values
+    frame = pd.DataFrame(columns)
+    for f in schema["features"]:
+        if f["type"] == "number":
+            frame[f["name"]] = frame[f["name"]].astype("float64")
+    return frame
+
+
+def parity(
+    model: Any, onnx_bytes: bytes, spec: dict[str, Any], rows: pd.DataFrame, tolerance: float
+) -> tuple[float, float]:
+    """Compare the ONNX path (spec features + onnxruntime) with sklearn on ``rows``.
+
+    Return the largest probability difference and the share of equal labels; raise StageError
+    above ``tolerance`` or on any label that differs, so a conversion bug can never ship.
+    """
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    inputs = features(spec, rows)
+    p_onnx = session.run(["probabilities"], {session.get_inputs()[0].name: inputs})[0]
+    p_sklearn = model.predict_proba(rows)
+    diff = float(np.abs(p_onnx.astype(np.float64) - p_sklearn).max())
+    agree = float((labels(p_onnx) == labels(p_sklearn)).mean())
+    log.info(
+        "ONNX parity on %d rows: max |p_onnx - p_sklearn| = %.3g, labels agree %.4f",
+        len(rows),
+        diff,
+        agree,
+    )
+    if diff > tolerance or agree < 1.0:
+        raise StageError(
+            f"ONNX export disagrees with sklearn on {len(rows)} rows: max probability "
+            f"difference {diff:.3g} (limit {tolerance:g}), label agreement {agree:.4f}"
+        )
+    return diff, agree

@@ -104,6 +104,21 @@ def run(
     preprocess = onnx_export.preprocess_spec(transformer)
     if preprocess["inputs"] != metadata["model_inputs"]:
         raise StageError(f"preprocess spec inputs {preprocess['inputs']} != model inputs")
+    if onnx_bytes is not None:  # gate before writing: a disagreeing graph is never pinned
+        rows, tolerance = int(params["onnx_parity_rows"]), float(params["onnx_tolerance"])
+        diff, agree = onnx_export.parity(
+            predictor,
+            onnx_bytes,
+            preprocess,
+            onnx_export.sample_rows(schema, rows, seed=0),
+            tolerance,
+        )
+        metadata["onnx_gate"] = {
+            "rows": rows,
+            "tolerance": tolerance,
+            "max_abs_diff": float(f"{diff:.3g}"),
+            "label_agreement": agree,
+        }
     packed = artifact.pack(canonical_pickle(predictor), schema, metadata, preprocess, onnx_bytes)
     write_outputs({out: packed})
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from src import artifact, bootstrap, evaluate, featurize, prepare, train
+from src import artifact, bootstrap, evaluate, featurize, onnx_export, prepare, train
 from src.stage import StageError, md5_file
 from tests.conftest import ROOT
 
@@ -227,3 +227,25 @@ def test_unconvertible_estimator_falls_back_to_sklearn(
     assert meta["onnx"] is None
     assert "no ONNX export (RuntimeError: Unable to find a shape calculator)" in caplog.text
     assert "onnx_max_abs_diff" not in scores
+
+
+def test_train_refuses_an_onnx_graph_that_disagrees(params, tiny_raw, tmp_path, monkeypatch):
+    run_all(params, tiny_raw, tmp_path)
+    before = outputs(tmp_path / "models")
+    other = {
+        **params["train"],
+        "random_forest": {**params["train"]["random_forest"], "n_estimators": 3},
+    }
+    train.run(
+        other, tmp_path / "features", tmp_path / "prepared/schema.json", tmp_path / "other.zip"
+    )
+    wrong_graph = artifact.unpack((tmp_path / "other.zip").read_bytes())[2]["onnx"]
+    monkeypatch.setattr(onnx_export, "export", lambda estimator, n_inputs: wrong_graph)
+    with pytest.raises(StageError, match="ONNX export disagrees with sklearn on 3000 rows"):
+        train.run(
+            params["train"],
+            tmp_path / "features",
+            tmp_path / "prepared/schema.json",
+            tmp_path / "models/model.zip",
+        )
+    assert outputs(tmp_path / "models") == before

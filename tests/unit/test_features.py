@@ -40,7 +40,7 @@ def test_spec_must_cover_every_input():
 
 def test_label_rule_breaks_float_ties_by_class_order_on_both_sides():
     from api.backends import labels as api_labels
-    from src.evaluate import labels as src_labels
+    from src.onnx_export import labels as src_labels
 
     proba = np.array(
         [
@@ -58,8 +58,7 @@ def test_service_features_equal_the_pipeline_reading_of_the_spec(artifacts):
     import pandas as pd
 
     from src import artifact
-    from src.evaluate import sample_rows
-    from src.onnx_export import features
+    from src.onnx_export import features, sample_rows
 
     _, schema, meta = artifact.unpack(artifacts["v1"])
     rows = sample_rows(schema, 500, seed=3)
