@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.backends import labels
 from api.batching import Batcher
-from api.errors import ApiError, from_validation
+from api.errors import from_validation
 from api.shadowing import ShadowRunner
 from api.store import ModelStore
 from api.strategies import Strategy
@@ -62,23 +62,18 @@ class PredictCore:
         state["variant"] = variant
         state["model_md5"] = model.md5
         classes = model.backend.classes
-        best = labels(proba).tolist()
+        answered = [classes[b] for b in labels(proba).tolist()]
         if self._observe is not None:
-            self._observe(state.get("request_id"), variant, [classes[b] for b in best])
+            self._observe(state.get("request_id"), variant, answered)
         if self.shadow is not None and self.strategy.shadows:
-            answered = [classes[b] for b in best]
             for name in self.strategy.shadows:
                 self.shadow.submit(name, instances, state.get("request_id"), answered)
         return orjson.dumps(
             {
                 "predictions": [
-                    {"label": classes[b], "probabilities": dict(zip(classes, p, strict=True))}
-                    for b, p in zip(best, proba.tolist(), strict=True)
+                    {"label": label, "probabilities": dict(zip(classes, p, strict=True))}
+                    for label, p in zip(answered, proba.tolist(), strict=True)
                 ],
                 "model": model.ref,
             }
         )
-
-
-def error_payload(error: ApiError) -> bytes:
-    return orjson.dumps(error.body())

@@ -38,6 +38,9 @@ class ApiError(Exception):
         return error_body(self.status, self.message, self.details)
 
 
+INTERNAL = "internal error; see the server log for this request id"
+
+
 def error_body(status: int, message: str, details: list[Any] | None = None) -> dict[str, Any]:
     return {
         "error": {"code": CODES.get(status, "error"), "message": message, "details": details or []}
@@ -110,7 +113,7 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         request.url.path,
         extra={FIELDS: {"request_id": getattr(request.state, "request_id", None)}},
     )
-    return error_response(500, "internal error; see the server log for this request id")
+    return error_response(500, INTERNAL)
 
 
 def install(app: FastAPI) -> None:

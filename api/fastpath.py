@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
-from api.core import PredictCore, error_payload
-from api.errors import ApiError, error_body
+from api.core import PredictCore
+from api.errors import INTERNAL, ApiError, error_body
 from api.logs import FIELDS
 
 log = logging.getLogger("lockserve.fastpath")
@@ -49,17 +49,14 @@ class FastPredict:
                 ),
             )
         except ApiError as error:
-            status, payload = error.status, error_payload(error)
+            status, payload = error.status, orjson.dumps(error.body())
         except Exception:  # noqa: BLE001 - never a trace in a response
             request_id = scope.get("state", {}).get("request_id")
             log.exception(
                 "unhandled error on POST /predict", extra={FIELDS: {"request_id": request_id}}
             )
 
-            status = 500
-            payload = orjson.dumps(
-                error_body(500, "internal error; see the server log for this request id")
-            )
+            status, payload = 500, orjson.dumps(error_body(500, INTERNAL))
         await send(
             {
                 "type": "http.response.start",

@@ -101,3 +101,27 @@ def running(cmd: list[str], cwd: Path, log: Path, **env: str) -> Iterator[Server
         yield server
     finally:
         server.stop()
+
+
+def json_lines(text: str) -> list[dict]:
+    """The JSON log lines in a server's output (anything else is skipped)."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            out.append(json.loads(line))
+    return out
+
+
+def refused(cmd: list[str], cwd: Path, log: Path, **env: str) -> tuple[str, str]:
+    """Start a server that must refuse to start: exit 3, never listening, one CRITICAL line.
+
+    Return that line's message and the whole output."""
+    server = Server(cmd, cwd, free_port(), log, **env)
+    code = server.proc.wait(120)
+    output = server.output()
+    server.stop()
+    assert code == 3, output
+    assert "Listening at" not in output
+    fatal = [line for line in json_lines(output) if line["level"] == "CRITICAL"]
+    assert len(fatal) == 1, output
+    return fatal[0]["msg"], output

@@ -8,7 +8,7 @@ import pytest
 
 from src import artifact, bootstrap, evaluate, featurize, onnx_export, prepare, train
 from src.stage import StageError, md5_file
-from tests.conftest import ROOT
+from tests.conftest import PENGUIN, ROOT
 
 
 def run_all(params, raw: Path, root: Path, train_params=None) -> dict:
@@ -108,18 +108,7 @@ def test_artifact_is_self_contained(params, tiny_raw, tmp_path):
     assert meta["classes"] == ["Adelie", "Chinstrap", "Gentoo"]
     assert meta["training_data"]["md5"] == md5_file(tmp_path / "features/train.parquet")
     assert set(meta["libraries"]) == {"python", "scikit-learn", "numpy", "skl2onnx", "onnx"}
-    raw = pd.DataFrame(
-        [
-            {
-                "island": "Biscoe",
-                "bill_length_mm": 47.5,
-                "bill_depth_mm": 15.0,
-                "flipper_length_mm": 217.0,
-                "body_mass_g": 5200.0,
-                "sex": "male",
-            }
-        ]
-    )
+    raw = pd.DataFrame([PENGUIN])
     assert model.predict(raw)[0] == "Gentoo"
 
 
@@ -183,10 +172,8 @@ def test_bootstrap_checks_md5_against_the_dvc_file(tmp_path):
     assert not (wrong.parent / "penguins.csv").exists()
 
 
-def test_onnx_parity_gate_fails_the_stage_and_keeps_reports(params, tiny_raw, tmp_path):
-    run_all(params, tiny_raw, tmp_path)
-    reports = outputs(tmp_path / "reports")
-    # swap in the ONNX graph of another model: same inputs, different trees
+def other_models_graph(params, tmp_path: Path) -> dict:
+    """The ONNX graph (and spec) of a 3-tree forest on the same features: a wrong graph."""
     other = {
         **params["train"],
         "random_forest": {**params["train"]["random_forest"], "n_estimators": 3},
@@ -194,7 +181,14 @@ def test_onnx_parity_gate_fails_the_stage_and_keeps_reports(params, tiny_raw, tm
     train.run(
         other, tmp_path / "features", tmp_path / "prepared/schema.json", tmp_path / "other.zip"
     )
-    _, _, other_meta = artifact.unpack((tmp_path / "other.zip").read_bytes())
+    return artifact.unpack((tmp_path / "other.zip").read_bytes())[2]
+
+
+def test_onnx_parity_gate_fails_the_stage_and_keeps_reports(params, tiny_raw, tmp_path):
+    run_all(params, tiny_raw, tmp_path)
+    reports = outputs(tmp_path / "reports")
+    # swap in the ONNX graph of another model: same inputs, different trees
+    other_meta = other_models_graph(params, tmp_path)
     model, schema, meta = artifact.unpack((tmp_path / "models/model.zip").read_bytes())
     meta = {k: v for k, v in meta.items() if k not in ("preprocess", "onnx")}
     from src.stage import canonical_pickle
@@ -232,14 +226,7 @@ def test_unconvertible_estimator_falls_back_to_sklearn(
 def test_train_refuses_an_onnx_graph_that_disagrees(params, tiny_raw, tmp_path, monkeypatch):
     run_all(params, tiny_raw, tmp_path)
     before = outputs(tmp_path / "models")
-    other = {
-        **params["train"],
-        "random_forest": {**params["train"]["random_forest"], "n_estimators": 3},
-    }
-    train.run(
-        other, tmp_path / "features", tmp_path / "prepared/schema.json", tmp_path / "other.zip"
-    )
-    wrong_graph = artifact.unpack((tmp_path / "other.zip").read_bytes())[2]["onnx"]
+    wrong_graph = other_models_graph(params, tmp_path)["onnx"]
     monkeypatch.setattr(onnx_export, "export", lambda estimator, n_inputs: wrong_graph)
     with pytest.raises(StageError, match="ONNX export disagrees with sklearn on 3000 rows"):
         train.run(

@@ -7,7 +7,6 @@ an empty cache and the credentials in its environment only.
 """
 
 import hashlib
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ import yaml
 
 from api.resolver import resolve
 from tests.conftest import ROOT, dvc, run
-from tests.servers import GUNICORN, Server, free_port, http, running
+from tests.servers import GUNICORN, Server, free_port, http, json_lines, refused, running
 
 pytestmark = pytest.mark.system
 
@@ -107,14 +106,6 @@ def cached_objects(repo: Path) -> list[str]:
     return sorted(p.parent.name + p.name for p in cache.rglob("*") if p.is_file())
 
 
-def json_lines(text: str) -> list[dict]:
-    out = []
-    for line in text.splitlines():
-        if line.startswith("{"):
-            out.append(json.loads(line))
-    return out
-
-
 def test_deploy_host_fetches_only_the_pinned_model_and_serves_it(host, workstation, s3, tmp_path):
     pinned = lock_md5(workstation, "HEAD")
     port = free_port()
@@ -176,28 +167,20 @@ def test_gto_version_and_stage_name_what_to_serve(host, workstation, s3, monkeyp
     assert resolve(host, f"{NAME}#prod", NAME, "s3").md5 == lock_md5(workstation, "t2")
 
 
-def refused(host: Path, tmp_path: Path, **env: str) -> str:
-    """Start the server, expect it to refuse; return its one CRITICAL line."""
-    server = Server(GUNICORN, ROOT, free_port(), tmp_path / "log", LOCKSERVE_REPO=str(host), **env)
-    code = server.proc.wait(120)
-    output = server.output()
-    server.stop()
-    assert code == 3, output
-    assert "Listening at" not in output
-    fatal = [line for line in json_lines(output) if line["level"] == "CRITICAL"]
-    assert len(fatal) == 1, output
-    return fatal[0]["msg"]
+def refused_on(host: Path, tmp_path: Path, **env: str) -> str:
+    """The one CRITICAL line of a server on ``host`` that must refuse to start."""
+    return refused(GUNICORN, ROOT, tmp_path / "log", LOCKSERVE_REPO=str(host), **env)[0]
 
 
 def test_wrong_credentials_fail_naming_the_remote_and_the_403(host, s3, tmp_path):
-    message = refused(host, tmp_path, **s3_env(s3, AWS_SECRET_ACCESS_KEY="wrong-secret"))
+    message = refused_on(host, tmp_path, **s3_env(s3, AWS_SECRET_ACCESS_KEY="wrong-secret"))
     assert "remote 's3' (s3://lockserve/dvc) answered 403 Forbidden" in message
     assert cached_objects(host) == []
 
 
 def test_s3_down_is_retried_with_backoff_then_fails(host, s3, tmp_path):
     down = f"http://127.0.0.1:{free_port()}"
-    message = refused(
+    message = refused_on(
         host,
         tmp_path,
         **s3_env(
@@ -219,7 +202,7 @@ def test_s3_down_is_retried_with_backoff_then_fails(host, s3, tmp_path):
 
 def test_object_missing_from_the_remote_names_md5_and_remote(host, workstation, s3, tmp_path):
     md5 = lock_md5(workstation, "t3")
-    message = refused(host, tmp_path, **s3_env(s3, LOCKSERVE_REV="t3"))
+    message = refused_on(host, tmp_path, **s3_env(s3, LOCKSERVE_REV="t3"))
     assert f"models/model.zip md5 {md5} pinned at t3 is missing from remote 's3'" in message
 
 
@@ -237,7 +220,7 @@ def test_corrupt_or_interrupted_download_is_never_loaded_or_kept(
     fs.pipe(key, bad)
     try:
         for _ in range(2):  # a later start trusts nothing the first one left behind
-            message = refused(host, tmp_path, **s3_env(s3, LOCKSERVE_REV="t2"))
+            message = refused_on(host, tmp_path, **s3_env(s3, LOCKSERVE_REV="t2"))
             assert f"expected md5 {md5}" in message
             assert f"gave md5 {hashlib.md5(bad).hexdigest()}; not loaded" in message
             assert cached_objects(host) == []

@@ -14,12 +14,19 @@ def run(rows):
     return np.array([[float(r), 1.0 - float(r)] for r in rows])
 
 
-def test_concurrent_requests_share_a_batch_and_get_their_own_rows():
-    seen = []
+def recording(sizes):
+    """``run`` that also records each batch's size."""
 
     def spy(rows):
-        seen.append(len(rows))
+        sizes.append(len(rows))
         return run(rows)
+
+    return spy
+
+
+def test_concurrent_requests_share_a_batch_and_get_their_own_rows():
+    seen = []
+    spy = recording(seen)
 
     async def main():
         batcher = Batcher(spy, max_size=64, max_latency_s=0.05)
@@ -35,10 +42,7 @@ def test_concurrent_requests_share_a_batch_and_get_their_own_rows():
 
 def test_batch_never_exceeds_max_size_by_joining():
     sizes = []
-
-    def spy(rows):
-        sizes.append(len(rows))
-        return run(rows)
+    spy = recording(sizes)
 
     async def main():
         batcher = Batcher(spy, max_size=4, max_latency_s=0.05)
@@ -71,10 +75,7 @@ def test_a_lone_request_is_answered_without_waiting_for_company(latency):
 
 def test_multi_row_requests_never_push_a_batch_over_max_size():
     sizes = []
-
-    def spy(rows):
-        sizes.append(len(rows))
-        return run(rows)
+    spy = recording(sizes)
 
     async def main():
         batcher = Batcher(spy, max_size=4, max_latency_s=0.05)
