@@ -23,14 +23,8 @@ $(VENV)/.installed-%: requirements/%.lock
 
 setup: $(VENV)/.installed-dev  ## create .venv with the pinned dependencies
 
-data: setup  ## raw data: pull from the default remote, else bootstrap from the package (md5-checked)
-	@if $(DVC) pull -q data/raw/penguins.csv.dvc 2>/dev/null; then \
-	  echo "data/raw/penguins.csv: pulled from the default remote"; \
-	else \
-	  $(BIN)/python -m src.bootstrap && $(DVC) commit -q -f data/raw/penguins.csv.dvc \
-	  && $(DVC) push -q data/raw/penguins.csv.dvc \
-	  && echo "data/raw/penguins.csv: bootstrapped from palmerpenguins, md5 verified, pushed"; \
-	fi
+data: setup  ## the raw table params.yaml names: work tree, else the default remote, else the packaged example (md5-checked)
+	$(BIN)/python -m tools.data
 
 pipeline: data  ## pull what the default remote holds, reproduce the rest
 	$(DVC) pull --allow-missing
@@ -64,8 +58,8 @@ bench: pipeline bench-tools  ## load test vs the lecture's Flask baseline; write
 	$(BIN)/python -m bench.run
 
 lint: setup  ## ruff: lint and format check
-	$(BIN)/ruff check src api tests bench tools
-	$(BIN)/ruff format --check src api tests bench tools
+	$(BIN)/ruff check src api contract tests bench tools
+	$(BIN)/ruff format --check src api contract tests bench tools
 
 push: setup  ## dvc push to the default remote, or REMOTE=name
 	$(DVC) push $(if $(REMOTE),-r $(REMOTE))

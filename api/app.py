@@ -54,7 +54,7 @@ def build_store(settings: Settings, config: serving.ServingConfig) -> ModelStore
     for name in store.variants()[1:]:
         if store.get(name).artifact.schema != first.artifact.schema:
             raise ResolutionError(
-                f"variant {name!r} takes a different input schema from {first.variant!r}"
+                f"variant {name!r} takes a different input schema or task from {first.variant!r}"
             )
     return store
 
@@ -67,7 +67,7 @@ def batchers_for(store: ModelStore, settings: Settings) -> dict[str, Batcher]:
         wanted = settings.batching or ("on" if backend.name == "sklearn" else "off")
         if wanted == "on":
             out[name] = Batcher(
-                backend.predict_proba,
+                backend.predict,
                 settings.max_batch_size,
                 settings.max_latency_ms / 1000,
                 name,
@@ -125,9 +125,7 @@ def create_app(
     elif strategy is None:
         strategy = Single(store.variants()[0])
     primary = store.get(strategy.primary)
-    request_model, response_model = schemas.build(
-        primary.artifact.schema, primary.backend.classes, settings.max_batch
-    )
+    request_model, response_model = schemas.build(primary.artifact.schema, settings.max_batch)
     shadow = ShadowRunner(store) if strategy.shadows else None
     core = PredictCore(store, strategy, request_model, batchers_for(store, settings), shadow)
     app = LockserveApp(

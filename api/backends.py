@@ -1,6 +1,8 @@
-"""Inference backends: the same rows in, class probabilities out (ONNX Runtime or sklearn).
+"""Inference backends: rows of raw values in, class probabilities or values out.
 
-ONNX is used whenever the artifact carries a graph; otherwise, or when asked, sklearn.
+A row is a sequence of feature values in the schema's order (None where missing). ONNX
+Runtime is used whenever the artifact carries a graph; otherwise, or when asked, the pickled
+sklearn pipeline.
 """
 
 from __future__ import annotations
@@ -12,27 +14,21 @@ from typing import Any, Protocol
 import numpy as np
 
 from api.artifact import Artifact
-from api.features import FeatureBuilder
+from contract.artifact import OUTPUTS
+from contract.features import FeatureBuilder
+from contract.labels import labels
 
 log = logging.getLogger("lockserve.backends")
-
-TIE = 1e-6
-
-
-def labels(proba: np.ndarray) -> np.ndarray:
-    """The answered class per row: the first (in class order) within TIE of the highest.
-
-    Part of the artifact contract, so the float32 ONNX and float64 sklearn backends name the
-    same class when two probabilities tie.
-    """
-    return (proba >= proba.max(axis=1, keepdims=True) - TIE).argmax(axis=1)
 
 
 class Backend(Protocol):
     name: str
-    classes: list[str]
+    task: str  # classification | regression
+    classes: list[Any]  # classification: in probability-column order; regression: []
 
-    def predict_proba(self, rows: Sequence[Any]) -> np.ndarray: ...
+    def predict(self, rows: Sequence[Sequence[Any]]) -> np.ndarray:
+        """Probabilities (rows x classes) for classification, values (rows) for regression."""
+        ...
 
 
 class OnnxBackend:
@@ -50,12 +46,14 @@ class OnnxBackend:
             artifact.onnx, options, providers=["CPUExecutionProvider"]
         )
         self._input = self._session.get_inputs()[0].name
-        self._features = FeatureBuilder(artifact.preprocess)
-        self.classes = [str(c) for c in artifact.metadata["classes"]]
+        self._features = FeatureBuilder(artifact.preprocess, artifact.schema.names)
+        self.task = artifact.task
+        self._output = [OUTPUTS[self.task]]
+        self.classes = artifact.classes
 
-    def predict_proba(self, rows: Sequence[Any]) -> np.ndarray:
-        features = self._features.matrix(rows)
-        return self._session.run(["probabilities"], {self._input: features})[0]
+    def predict(self, rows: Sequence[Sequence[Any]]) -> np.ndarray:
+        out = self._session.run(self._output, {self._input: self._features.rows(rows)})[0]
+        return out if self.task == "classification" else out.reshape(-1)
 
 
 class SklearnBackend:
@@ -68,21 +66,38 @@ class SklearnBackend:
 
         self._pd = pd
         self._pipeline = artifact.sklearn_pipeline()
-        self._features = [f["name"] for f in artifact.schema["features"]]
-        self._numeric = {f["name"] for f in artifact.schema["features"] if f["type"] == "number"}
-        self.classes = [str(c) for c in self._pipeline.classes_]
+        self.task = artifact.task
+        self._names = artifact.schema.names
+        self._numeric = [f.type == "number" for f in artifact.schema.features]
+        self.classes = artifact.classes
 
-    def frame(self, rows: Sequence[Any]) -> Any:
+    def frame(self, rows: Sequence[Sequence[Any]]) -> Any:
         """Rows as the pipeline expects them: schema column order, missing values as NaN."""
-        dicts = [row if isinstance(row, dict) else row.__dict__ for row in rows]
         columns = {}
-        for name in self._features:
-            values = [np.nan if d[name] is None else d[name] for d in dicts]
-            columns[name] = np.array(values, float if name in self._numeric else object)
+        for i, name in enumerate(self._names):
+            values = [np.nan if row[i] is None else row[i] for row in rows]
+            columns[name] = np.array(values, float if self._numeric[i] else object)
         return self._pd.DataFrame(columns)
 
-    def predict_proba(self, rows: Sequence[Any]) -> np.ndarray:
-        return self._pipeline.predict_proba(self.frame(rows))
+    def predict(self, rows: Sequence[Sequence[Any]]) -> np.ndarray:
+        frame = self.frame(rows)
+        if self.task == "classification":
+            return self._pipeline.predict_proba(frame)
+        return np.asarray(self._pipeline.predict(frame), dtype=np.float64)
+
+
+def answers(task: str, classes: list[Any], output: Any) -> tuple[list[Any], list[dict]]:
+    """What a backend's output answers per row (labels or values), and the predictions."""
+    if task == "classification":
+        names = [str(c) for c in classes]
+        answered = [classes[i] for i in labels(output).tolist()]
+        predictions = [
+            {"label": label, "probabilities": dict(zip(names, p, strict=True))}
+            for label, p in zip(answered, output.tolist(), strict=True)
+        ]
+        return answered, predictions
+    values = output.tolist()
+    return values, [{"value": v} for v in values]
 
 
 def select(artifact: Artifact, wanted: str) -> Backend:

@@ -2,7 +2,8 @@
 
 Both ways in to /predict (the thin ASGI handler in api/fastpath.py and the FastAPI route in
 api/rest.py) call :meth:`PredictCore.predict`, so there is one validator (pydantic-core, from
-the JSON bytes in one pass) and one prediction path.
+the JSON bytes in one pass) and one prediction path. Classification answers a label and class
+probabilities per instance; regression a value.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import orjson
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from api.backends import labels
+from api.backends import answers
 from api.batching import Batcher
 from api.errors import from_validation
 from api.shadowing import ShadowRunner
@@ -39,41 +40,35 @@ class PredictCore:
         self.shadow = shadow
         self._observe = getattr(strategy, "observe", None)  # strategies that learn
 
-    def validate(self, body: bytes) -> list[Any]:
-        """The request's instances, or ApiError (400 malformed JSON, 422 schema violation)."""
+    def validate(self, body: bytes) -> list[tuple[Any, ...]]:
+        """The request's instances as value tuples in schema order, or ApiError (400 malformed
+        JSON, 422 schema violation)."""
         try:
-            return self._validate(body).instances
+            instances = self._validate(body).instances
         except ValidationError as exc:
             raise from_validation(exc.errors()) from None
+        return [tuple(instance.__dict__.values()) for instance in instances]
 
     async def predict(self, body: bytes, routing_key: str | None, state: dict[str, Any]) -> bytes:
         """Response bytes for a /predict body; ``state`` receives what the access log needs."""
-        instances = self.validate(body)
+        rows = self.validate(body)
         variant = self.strategy.choose(routing_key)
         model = self.store.get(variant)
+        backend = model.backend
         batcher = self.batchers.get(variant)
         if batcher is not None:
-            proba = await batcher.submit(instances)
-        elif model.backend.name == "onnx":  # microseconds: no thread hop
-            proba = model.backend.predict_proba(instances)
+            output = await batcher.submit(rows)
+        elif backend.name == "onnx":  # microseconds: no thread hop
+            output = backend.predict(rows)
         else:
-            proba = await run_in_threadpool(model.backend.predict_proba, instances)
-        state["batch_size"] = len(instances)
+            output = await run_in_threadpool(backend.predict, rows)
+        state["batch_size"] = len(rows)
         state["variant"] = variant
         state["model_md5"] = model.md5
-        classes = model.backend.classes
-        answered = [classes[b] for b in labels(proba).tolist()]
+        answered, predictions = answers(backend.task, backend.classes, output)
         if self._observe is not None:
             self._observe(state.get("request_id"), variant, answered)
         if self.shadow is not None and self.strategy.shadows:
             for name in self.strategy.shadows:
-                self.shadow.submit(name, instances, state.get("request_id"), answered)
-        return orjson.dumps(
-            {
-                "predictions": [
-                    {"label": label, "probabilities": dict(zip(classes, p, strict=True))}
-                    for label, p in zip(answered, proba.tolist(), strict=True)
-                ],
-                "model": model.ref,
-            }
-        )
+                self.shadow.submit(name, rows, state.get("request_id"), answered)
+        return orjson.dumps({"predictions": predictions, "model": model.ref})

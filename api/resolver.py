@@ -74,14 +74,23 @@ def _read(path: Path) -> bytes | None:
         return None
 
 
-def _pinned(fs: Any, name: str, rev: str, commit: str) -> tuple[str, str]:
-    """Path and md5 of artifact ``name`` as dvc.yaml declares and dvc.lock pins it at ``rev``."""
+def _pinned(fs: Any, name: str | None, rev: str, commit: str) -> tuple[str, str, str]:
+    """Name, path and md5 of artifact ``name`` (by default the one artifact of type model) as
+    dvc.yaml declares and dvc.lock pins it at ``rev``."""
     try:
         declared = {n: a for arts in fs.repo.artifacts.read().values() for n, a in arts.items()}
     except Exception as exc:  # noqa: BLE001 - DVC raises many YAML/schema errors
         raise ResolutionError(
             f"cannot read dvc.yaml/dvc.lock at {rev} ({commit[:12]}): {exc}"
         ) from None
+    if name is None:
+        models = sorted(n for n, a in declared.items() if a.type == "model")
+        if len(models) != 1:
+            raise ResolutionError(
+                f"dvc.yaml at {rev} ({commit[:12]}) declares {len(models)} artifacts of type "
+                f"model ({', '.join(models) or 'none'}): set LOCKSERVE_ARTIFACT to one"
+            )
+        name = models[0]
     if name not in declared:
         raise ResolutionError(
             f"dvc.yaml at {rev} ({commit[:12]}) declares no artifact {name!r} "
@@ -96,18 +105,19 @@ def _pinned(fs: Any, name: str, rev: str, commit: str) -> tuple[str, str]:
         raise ResolutionError(f"dvc.lock at {rev} ({commit[:12]}) is unreadable: {exc}") from None
     if not md5:
         raise ResolutionError(f"dvc.lock at {rev} ({commit[:12]}) pins no md5 for {path}")
-    return path, md5
+    return name, path, md5
 
 
 def resolve(
     repo_root: Path,
     rev: str,
-    name: str,
+    name: str | None,
     remote: str | None = None,
     attempts: int = 3,
     backoff_s: float = 0.5,
 ) -> Resolved:
-    """Return the verified bytes of artifact ``name`` pinned by ``dvc.lock`` at ``rev``.
+    """Return the verified bytes of artifact ``name`` pinned by ``dvc.lock`` at ``rev``
+    (``name`` None: the one artifact of type model that dvc.yaml declares).
 
     ``rev`` is a branch, tag or commit, or a GTO version (``name@v1.0.0``) or stage
     (``name#prod``). A remote that cannot be reached is tried ``attempts`` times.
@@ -127,7 +137,7 @@ def resolve(
         raise ResolutionError(f"unknown git revision {rev!r} in {repo_root}") from None
     except DvcException as exc:
         raise ResolutionError(f"cannot open {repo_root} at {rev!r}: {exc}") from None
-    path, md5 = _pinned(fs, name, rev, commit)
+    name, path, md5 = _pinned(fs, name, rev, commit)
     timings["lock_ms"] = (time.perf_counter() - started) * 1000
     log.info(
         "dvc.lock at %s (%s) pins %s md5 %s",

@@ -16,6 +16,7 @@ from api.core import PredictCore
 from api.errors import ApiError, error_response
 from api.shadowing import ShadowStats
 from api.state import AlreadyRewarded, UnknownRequest
+from contract.schema import Schema
 
 
 class Feedback(BaseModel):
@@ -25,7 +26,7 @@ class Feedback(BaseModel):
 
     request_id: str = Field(min_length=1, max_length=128)
     reward: float | None = Field(None, ge=0, le=1)
-    label: str | list[str] | None = None
+    label: str | int | list[str | int] | None = None
 
     @model_validator(mode="after")
     def _one_of(self) -> "Feedback":
@@ -34,15 +35,32 @@ class Feedback(BaseModel):
         return self
 
 
+def check_labels(schema: Schema, label: Any) -> list[Any]:
+    """Feedback labels as a list, each one of the model's classes, or ApiError 422."""
+    if schema.task != "classification":
+        raise ApiError(422, f"this model predicts {schema.target} (a number): send a reward")
+    labels = label if isinstance(label, list) else [label]
+    allowed = list(schema.classes)
+    unknown = [x for x in labels if x not in allowed or type(x) is not type(allowed[0])]
+    if unknown:
+        raise ApiError(
+            422,
+            f"label {unknown[0]!r} is not one of the model's classes: "
+            + ", ".join(repr(c) for c in allowed),
+        )
+    return labels
+
+
 def router(core: PredictCore, request_model: type, response_model: type) -> APIRouter:
     """Build the REST routes over the core's store and strategy."""
     api = APIRouter()
     store, strategy = core.store, core.strategy
+    schema = store.get(strategy.primary).artifact.schema
 
     @api.post(
         "/predict",
         response_model=response_model,
-        summary="Predict the species of one or more penguins",
+        summary=f"Predict {schema.target} for one or more instances",
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -78,7 +96,7 @@ def router(core: PredictCore, request_model: type, response_model: type) -> APIR
         learner = getattr(strategy, "feedback", None)
         if learner is None:
             raise ApiError(404, f"strategy {strategy.name!r} takes no feedback")
-        labels = [body.label] if isinstance(body.label, str) else body.label
+        labels = None if body.label is None else check_labels(schema, body.label)
         try:
             variant, reward = learner(body.request_id, body.reward, labels)
         except UnknownRequest:

@@ -25,7 +25,10 @@ class Settings(BaseSettings):
     serving_file: Path = Field(
         Path("serving.yaml"), description="variants and deployment strategy (serving.yaml)"
     )
-    artifact: str = Field("penguin-classifier", description="artifact name in dvc.yaml")
+    artifact: str | None = Field(
+        None,
+        description="artifact name in dvc.yaml; by default the one artifact of type model",
+    )
     remote: str | None = Field(None, description="DVC remote to fetch from (default remote)")
     fetch_attempts: int = Field(3, ge=1, le=10, description="tries to reach the remote")
     fetch_backoff_s: float = Field(0.5, ge=0, description="first retry delay, doubled each time")

@@ -2,7 +2,8 @@
 
 The request only enqueues (dropping and counting when the queue is full); the shadow model
 runs in its own thread after the response has gone. Each result is one JSON log line with the
-request id, both labels and their agreement.
+request id and both answers: for classification both labels and their agreement, for
+regression both values and their largest absolute difference.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from api import metrics
-from api.backends import labels
+from api.backends import answers
 from api.logs import FIELDS
 from api.store import ModelStore
 
@@ -27,12 +28,15 @@ class ShadowStats:
     agreed: int = 0
     failed: int = 0
     dropped: int = 0
+    abs_diff: float = 0.0  # regression: sum of |primary - shadow|
 
     def as_dict(self) -> dict[str, float]:
         rate = self.agreed / self.scored if self.scored else 0.0
+        mean_diff = self.abs_diff / self.scored if self.scored else 0.0
         return {
             "scored": self.scored,
             "agreement": round(rate, 4),
+            "mean_abs_diff": round(mean_diff, 6),
             "failed": self.failed,
             "dropped": self.dropped,
         }
@@ -50,7 +54,7 @@ class ShadowRunner:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
 
     def submit(
-        self, variant: str, instances: list[Any], request_id: str | None, answered: list[str]
+        self, variant: str, instances: list[Any], request_id: str | None, answered: list[Any]
     ) -> None:
         """Queue a shadow scoring; never waits, never raises into the request."""
         stats = self.stats.setdefault(variant, ShadowStats())
@@ -71,9 +75,7 @@ class ShadowRunner:
             stats = self.stats[variant]
             model = self.store.get(variant)
             try:
-                proba = await loop.run_in_executor(
-                    self._pool, model.backend.predict_proba, instances
-                )
+                output = await loop.run_in_executor(self._pool, model.backend.predict, instances)
             except Exception as exc:  # noqa: BLE001 - a failing shadow only logs
                 stats.failed += 1
                 metrics.SHADOW.labels(variant, "failed").inc(len(instances))
@@ -85,8 +87,22 @@ class ShadowRunner:
                     extra={FIELDS: {"request_id": request_id, "variant": variant}},
                 )
                 continue
-            shadow = [model.backend.classes[i] for i in labels(proba)]
-            agree = sum(a == b for a, b in zip(answered, shadow, strict=True))
+            shadow, _ = answers(model.backend.task, model.backend.classes, output)
+            fields: dict[str, Any] = {
+                "request_id": request_id,
+                "variant": variant,
+                "md5": model.md5,
+            }
+            kind = "labels" if model.backend.task == "classification" else "values"
+            fields[f"primary_{kind}"], fields[f"shadow_{kind}"] = answered, shadow
+            if model.backend.task == "classification":
+                agree = sum(a == b for a, b in zip(answered, shadow, strict=True))
+                fields["agreement"] = agree / len(shadow)
+            else:
+                diffs = [abs(a - b) for a, b in zip(answered, shadow, strict=True)]
+                agree = sum(d == 0.0 for d in diffs)
+                stats.abs_diff += sum(diffs)
+                fields["max_abs_diff"] = max(diffs)
             stats.scored += len(shadow)
             stats.agreed += agree
             metrics.SHADOW.labels(variant, "agree").inc(agree)
@@ -97,14 +113,5 @@ class ShadowRunner:
                 request_id,
                 agree,
                 len(shadow),
-                extra={
-                    FIELDS: {
-                        "request_id": request_id,
-                        "variant": variant,
-                        "md5": model.md5,
-                        "primary_labels": answered,
-                        "shadow_labels": shadow,
-                        "agreement": agree / len(shadow),
-                    }
-                },
+                extra={FIELDS: fields},
             )

@@ -53,11 +53,13 @@ class ServedModel:
             "backend": self.backend.name,
             "onnx_in_artifact": self.artifact.onnx is not None,
             "estimator": meta.get("estimator"),
+            "task": self.backend.task,
+            "target": self.artifact.schema.target,
             "classes": self.backend.classes,
             "params": meta.get("params", {}),
             "metrics": self.resolved.metrics,
             "libraries": meta.get("libraries", {}),
-            "input_schema": self.artifact.schema,
+            "input_schema": self.artifact.schema.to_json(),
         }
 
 

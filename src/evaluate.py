@@ -1,7 +1,10 @@
 """Stage evaluate: score the artifact on the held-out split; write metrics and plot data.
 
 Reads models/model.zip and data/prepared/test.parquet (raw features, exactly what a client
-sends); writes reports/metrics.json and the CSVs behind `dvc plots show` (reports/plots/).
+sends) and the ``evaluate`` params; writes reports/metrics.json and the tables behind
+`dvc plots show` (reports/plots/): predictions.csv (actual, predicted) and curves.csv (ROC per
+class, or residuals), on at most ``plot_rows`` rows, and importance.csv (permutation importance
+on at most ``importance_rows`` rows). Metrics always cover the whole split.
 """
 
 from __future__ import annotations
@@ -15,104 +18,123 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.inspection import permutation_importance
-from sklearn.metrics import (
-    accuracy_score,
-    f1_score,
-    log_loss,
-    roc_auc_score,
-    roc_curve,
-)
+from sklearn.metrics import log_loss, make_scorer, mean_squared_error
 
-from src import artifact
-from src.featurize import categorical_as_object
-from src.onnx_export import labels, parity, sample_rows
-from src.stage import load_params, main_wrapper, write_outputs
+from contract import artifact
+from src import onnx_export, scores
+from src.stage import StageError, load_params, main_wrapper, write_outputs
+from src.tables import categorical_as_object
 
 log = logging.getLogger("lockserve.pipeline")
 
 MODEL = Path("models/model.zip")
 TEST = Path("data/prepared/test.parquet")
 REPORTS = Path("reports")
-DIGITS = 6
-
-
-def metrics(y_true: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict[str, float]:
-    """Accuracy, macro F1, one-vs-rest macro ROC AUC and log loss, rounded for stable diffs."""
-    pred = np.asarray(classes)[labels(proba)]
-    return {
-        "accuracy": round(float(accuracy_score(y_true, pred)), DIGITS),
-        "f1_macro": round(float(f1_score(y_true, pred, average="macro")), DIGITS),
-        "roc_auc_ovr": round(
-            float(roc_auc_score(y_true, proba, multi_class="ovr", labels=classes)), DIGITS
-        ),
-        "log_loss": round(float(log_loss(y_true, proba, labels=classes)), DIGITS),
-    }
-
-
-def roc_table(
-    y_true: np.ndarray, proba: np.ndarray, classes: list[str], points: int
-) -> pd.DataFrame:
-    """One-vs-rest ROC per class, interpolated on a common false-positive-rate grid."""
-    grid = np.linspace(0.0, 1.0, points)
-    table = {"fpr": grid}
-    for i, cls in enumerate(classes):
-        fpr, tpr, _ = roc_curve(y_true == cls, proba[:, i])
-        table[cls] = np.interp(grid, fpr, tpr)
-    return pd.DataFrame(table)
+KEYS = {"seed", "importance_repeats", "importance_rows", "roc_points", "plot_rows"}
 
 
 def csv_bytes(frame: pd.DataFrame) -> bytes:
     buf = io.StringIO()
-    frame.to_csv(buf, index=False, float_format="%.6f", lineterminator="\n")
+    frame.to_csv(buf, index=False, float_format="%.6g", lineterminator="\n")
     return buf.getvalue().encode()
+
+
+def _positive_int(params: dict[str, Any], key: str) -> int:
+    value = params.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise StageError(f"params: evaluate.{key} must be a positive integer")
+    return value
+
+
+def sample(n: int, size: int, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded sample of at most ``size`` of ``n`` rows."""
+    return np.sort(np.random.default_rng(seed).permutation(n)[:size])
+
+
+def importance(
+    model: Any, task: str, classes: list[Any], x: pd.DataFrame, y: np.ndarray, params: dict
+) -> pd.DataFrame:
+    """Permutation importance (log-loss or RMSE increase) on a seeded sample of the split."""
+    pick = sample(len(x), _positive_int(params, "importance_rows"), params["seed"])
+    if task == "classification":
+        scorer = make_scorer(
+            log_loss, greater_is_better=False, response_method="predict_proba", labels=classes
+        )
+    else:
+        scorer = make_scorer(
+            lambda t, p: float(np.sqrt(mean_squared_error(t, p))), greater_is_better=False
+        )
+    result = permutation_importance(
+        model,
+        x.iloc[pick],
+        y[pick],
+        scoring=scorer,
+        n_repeats=_positive_int(params, "importance_repeats"),
+        random_state=params["seed"],
+    )
+    ranked = pd.DataFrame({"feature": list(x.columns), "importance": result.importances_mean})
+    return ranked.sort_values("importance", ascending=False, kind="stable")
 
 
 def run(
     params: dict[str, Any], model_path: Path = MODEL, test_path: Path = TEST, out: Path = REPORTS
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Evaluate the artifact at ``model_path`` on ``test_path``; return the metrics written."""
-    model, schema, metadata = artifact.unpack(model_path.read_bytes())
-    features = [f["name"] for f in schema["features"]]
-    target, classes = schema["target"], list(metadata["classes"])
-    test = categorical_as_object(pd.read_parquet(test_path), schema)
-    x, y = test[features], test[target].to_numpy()
+    unknown = set(params) - KEYS
+    if unknown:
+        raise StageError(f"params: evaluate has unknown key(s) {sorted(unknown)}")
+    if not isinstance(params.get("seed"), int):
+        raise StageError("params: evaluate.seed must be an integer")
+    points = _positive_int(params, "roc_points")
+    try:
+        parts = artifact.read(model_path.read_bytes())
+    except ValueError as exc:
+        raise StageError(f"{model_path}: {exc}") from None
+    model, schema, metadata = parts.sklearn_pipeline(), parts.schema, parts.metadata
+    task, classes = schema.task, parts.classes
+    categorical = [f.name for f in schema.features if f.type == "category"]
+    test = categorical_as_object(pd.read_parquet(test_path), categorical)
+    x, y = test[schema.names], test[schema.target].to_numpy()
     log.info("read %s (%s) and %s: %d rows", model_path, metadata["estimator"], test_path, len(x))
 
-    proba = model.predict_proba(x)
-    scores = {**metrics(y, proba, classes), "n_test": len(x)}
-    if metadata["onnx"] is not None:  # train gated it on random rows; check the test split too
+    output = onnx_export.sklearn_output(model, task, x)
+    if task == "classification":
+        figures: dict[str, Any] = scores.classification(y, output, classes)
+        pred = scores.answered(output, classes)
+        curves = scores.roc_table(y, output, classes, points)
+    else:
+        figures = scores.regression(y, output)
+        pred = output
+        curves = None
+    figures["n_test"] = len(x)
+    if parts.onnx is not None:  # train gated it on sampled rows; check the test split too
         gate = metadata["onnx_gate"]
-        sampled = sample_rows(schema, int(gate["rows"]), int(params["seed"]))
+        sampled = onnx_export.sample_rows(schema, int(gate["rows"]), params["seed"], pool=x)
         rows = pd.concat([x, sampled], ignore_index=True)
-        diff, agree = parity(
-            model, metadata["onnx"], metadata["preprocess"], rows, float(gate["tolerance"])
+        checked = onnx_export.parity(
+            model, parts.onnx, parts.preprocess, schema, rows, float(gate["limit"])
         )
-        scores.update(onnx_max_abs_diff=float(f"{diff:.3g}"), onnx_label_agreement=agree)
-    log.info("metrics: %s", scores)
-    pred = np.asarray(classes)[labels(proba)]
-    confusion = pd.DataFrame({"actual": y, "predicted": pred})
-    importance = permutation_importance(
-        model,
-        x,
-        y,
-        scoring="neg_log_loss",
-        n_repeats=int(params["importance_repeats"]),
-        random_state=int(params["seed"]),
-        n_jobs=1,
-    )
-    ranked = pd.DataFrame({"feature": features, "importance": importance.importances_mean})
-    ranked = ranked.sort_values("importance", ascending=False, kind="stable")
+        figures["onnx_max_abs_diff"] = checked["max_abs_diff"]
+        if task == "classification":
+            figures["onnx_label_agreement"] = checked["label_agreement"]
+    log.info("metrics: %s", figures)
+    ranked = importance(model, task, classes, x, y, params)
+    shown = sample(len(x), _positive_int(params, "plot_rows"), params["seed"])
+    if len(shown) < len(x):
+        log.info("plots show a seeded sample of %d of %d test rows", len(shown), len(x))
+    if curves is None:
+        curves = scores.residuals(y[shown], np.asarray(pred)[shown])
     write_outputs(
         {
-            out / "metrics.json": (json.dumps(scores, indent=2) + "\n").encode(),
-            out / "plots" / "confusion.csv": csv_bytes(confusion),
-            out / "plots" / "roc.csv": csv_bytes(
-                roc_table(y, proba, classes, int(params["roc_points"]))
+            out / "metrics.json": (json.dumps(figures, indent=2) + "\n").encode(),
+            out / "plots" / "predictions.csv": csv_bytes(
+                scores.prediction_pairs(y[shown], np.asarray(pred)[shown])
             ),
+            out / "plots" / "curves.csv": csv_bytes(curves),
             out / "plots" / "importance.csv": csv_bytes(ranked),
         }
     )
-    return scores
+    return figures
 
 
 if __name__ == "__main__":

@@ -1,48 +1,54 @@
 """Stage featurize: fit the preprocessing on the training split and transform both splits.
 
-Reads data/prepared/ and the ``featurize`` params; writes the transformed features
-(parquet) and the fitted transformer (data/features/). Trees need no scaling, so none is
+Reads data/prepared/ and the ``featurize`` params; writes the transformed training split
+(parquet) and the fitted transformer (data/features/). Numbers are imputed; categories are
+imputed, then one-hot encoded (unknown categories ignored). Trees need no scaling, so none is
 done here: an estimator that needs it scales inside the train stage.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
+from contract.schema import Schema
 from src.stage import (
     StageError,
     canonical_pickle,
     load_params,
     main_wrapper,
     parquet_bytes,
+    read_schema,
     write_outputs,
 )
+from src.tables import categorical_as_object
 
 log = logging.getLogger("lockserve.pipeline")
 
 PREPARED = Path("data/prepared")
 OUT = Path("data/features")
 MISSING = "missing"
+KEYS = {"numeric_imputer", "categorical_imputer"}
 
 
-def build_transformer(schema: dict[str, Any], params: dict[str, Any]) -> ColumnTransformer:
+def build_transformer(schema: Schema, params: dict[str, Any]) -> ColumnTransformer:
     """Imputation for numbers; imputation then one-hot (unknown categories ignored) otherwise."""
-    numeric = [f["name"] for f in schema["features"] if f["type"] == "number"]
-    categorical = [f["name"] for f in schema["features"] if f["type"] == "category"]
-    num_strategy = params["numeric_imputer"]
+    unknown = set(params) - KEYS
+    if unknown:
+        raise StageError(f"params: featurize has unknown key(s) {sorted(unknown)}")
+    numeric = [f.name for f in schema.features if f.type == "number"]
+    categorical = [f.name for f in schema.features if f.type == "category"]
+    num_strategy = params.get("numeric_imputer")
     if num_strategy not in ("median", "mean"):
         raise StageError(f"params: numeric_imputer is {num_strategy!r}; use median or mean")
-    cat_strategy = params["categorical_imputer"]
+    cat_strategy = params.get("categorical_imputer")
     if cat_strategy == "constant":
         cat_imputer = SimpleImputer(strategy="constant", fill_value=MISSING)
     elif cat_strategy == "most_frequent":
@@ -51,19 +57,18 @@ def build_transformer(schema: dict[str, Any], params: dict[str, Any]) -> ColumnT
         raise StageError(
             f"params: categorical_imputer is {cat_strategy!r}; use constant or most_frequent"
         )
-    categorical_steps = Pipeline(
-        [
-            ("impute", cat_imputer),
-            ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
-        ]
-    )
-    return ColumnTransformer(
-        [
-            ("numeric", SimpleImputer(strategy=num_strategy), numeric),
-            ("categorical", categorical_steps, categorical),
-        ],
-        verbose_feature_names_out=False,
-    )
+    parts = []
+    if numeric:
+        parts.append(("numeric", SimpleImputer(strategy=num_strategy), numeric))
+    if categorical:
+        steps = Pipeline(
+            [
+                ("impute", cat_imputer),
+                ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+            ]
+        )
+        parts.append(("categorical", steps, categorical))
+    return ColumnTransformer(parts, verbose_feature_names_out=False)
 
 
 def transform(transformer: ColumnTransformer, frame: pd.DataFrame, target: str) -> pd.DataFrame:
@@ -75,31 +80,18 @@ def transform(transformer: ColumnTransformer, frame: pd.DataFrame, target: str) 
     return features
 
 
-def categorical_as_object(frame: pd.DataFrame, schema: dict[str, Any]) -> pd.DataFrame:
-    """Category columns as plain objects with NaN for missing, as the model receives them."""
-    out = frame.copy()
-    for f in schema["features"]:
-        if f["type"] == "category":
-            col = out[f["name"]]
-            out[f["name"]] = col.astype(object).where(col.notna(), np.nan)
-    return out
-
-
 def run(params: dict[str, Any], prepared: Path = PREPARED, out_dir: Path = OUT) -> None:
-    """Fit on prepared/train.parquet; write features/{train,test}.parquet and transformer.pkl."""
-    schema = json.loads((prepared / "schema.json").read_text())
-    train = categorical_as_object(pd.read_parquet(prepared / "train.parquet"), schema)
-    test = categorical_as_object(pd.read_parquet(prepared / "test.parquet"), schema)
-    log.info("read %s: %d train rows, %d test rows", prepared, len(train), len(test))
-    names = [f["name"] for f in schema["features"]]
-    transformer = build_transformer(schema, params).fit(train[names])
-    target = schema["target"]
-    train_x, test_x = transform(transformer, train, target), transform(transformer, test, target)
-    log.info("%d raw features -> %d model inputs", len(names), train_x.shape[1] - 1)
+    """Fit on prepared/train.parquet; write features/train.parquet and transformer.pkl."""
+    schema = read_schema(prepared / "schema.json")
+    categorical = [f.name for f in schema.features if f.type == "category"]
+    train = categorical_as_object(pd.read_parquet(prepared / "train.parquet"), categorical)
+    log.info("read %s: %d train rows", prepared, len(train))
+    transformer = build_transformer(schema, params).fit(train[schema.names])
+    train_x = transform(transformer, train, schema.target)
+    log.info("%d raw features -> %d model inputs", len(schema.names), train_x.shape[1] - 1)
     write_outputs(
         {
             out_dir / "train.parquet": parquet_bytes(train_x),
-            out_dir / "test.parquet": parquet_bytes(test_x),
             out_dir / "transformer.pkl": canonical_pickle(transformer),
         }
     )

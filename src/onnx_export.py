@@ -1,8 +1,9 @@
 """The compiled half of the artifact: the estimator as ONNX, and preprocessing as plain data.
 
-The service runs preprocessing (imputation, one-hot) from ``preprocess.json`` with numpy and
-the estimator in onnxruntime, so it never needs to unpickle sklearn. ``features`` is the
-pipeline's own reading of that spec, used by evaluate to prove parity with sklearn.
+The service computes model inputs from ``preprocess.json`` with numpy (contract.features) and
+runs the estimator in onnxruntime, so it never needs to unpickle sklearn. ``parity`` proves the
+graph against sklearn through that same reader, in train before anything is written and in
+evaluate on the test split.
 """
 
 from __future__ import annotations
@@ -13,118 +14,146 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
+from sklearn.pipeline import Pipeline
 
+from contract.artifact import OUTPUTS
+from contract.features import FeatureBuilder
+from contract.labels import labels
+from contract.schema import Schema
 from src.stage import StageError
 
 log = logging.getLogger("lockserve.pipeline")
 
-# The label contract: the first class (in metadata.classes order) whose probability is within
-# TIE of the highest, so float32 (ONNX) and float64 (sklearn) sums agree on ties.
-TIE = 1e-6
-
-
-def labels(proba: np.ndarray) -> np.ndarray:
-    """Index of the answered class per row, by the label contract."""
-    return (proba >= proba.max(axis=1, keepdims=True) - TIE).argmax(axis=1)
+MISSING_SHARE = 0.05
 
 
 def preprocess_spec(transformer: ColumnTransformer) -> dict[str, Any]:
     """Fill values and categories of the fitted transformer, in its output column order."""
-    numeric = transformer.named_transformers_["numeric"]
-    categorical = transformer.named_transformers_["categorical"]
-    imputer, onehot = categorical.named_steps["impute"], categorical.named_steps["onehot"]
-    return {
-        "inputs": [str(n) for n in transformer.get_feature_names_out()],
-        "numeric": [
+    parts = transformer.named_transformers_
+    numeric, categorical = [], []
+    if "numeric" in parts:
+        imputer = parts["numeric"]
+        numeric = [
             {"name": str(name), "fill": float(fill)}
-            for name, fill in zip(numeric.feature_names_in_, numeric.statistics_, strict=True)
-        ],
-        "categorical": [
+            for name, fill in zip(imputer.feature_names_in_, imputer.statistics_, strict=True)
+        ]
+    if "categorical" in parts:
+        imputer = parts["categorical"].named_steps["impute"]
+        onehot = parts["categorical"].named_steps["onehot"]
+        categorical = [
             {"name": str(name), "fill": str(fill), "categories": [str(c) for c in cats]}
             for name, fill, cats in zip(
                 imputer.feature_names_in_, imputer.statistics_, onehot.categories_, strict=True
             )
-        ],
+        ]
+    return {
+        "inputs": [str(n) for n in transformer.get_feature_names_out()],
+        "numeric": numeric,
+        "categorical": categorical,
     }
 
 
-def features(spec: dict[str, Any], frame: pd.DataFrame) -> np.ndarray:
-    """Model inputs (float32) for raw rows, following ``spec`` exactly as the service does."""
-    columns = []
-    for num in spec["numeric"]:
-        values = pd.to_numeric(frame[num["name"]], errors="coerce").to_numpy(np.float64)
-        columns.append(np.where(np.isnan(values), num["fill"], values))
-    for cat in spec["categorical"]:
-        values = frame[cat["name"]].astype(object).where(frame[cat["name"]].notna(), cat["fill"])
-        for category in cat["categories"]:
-            columns.append((values == category).to_numpy(np.float64))
-    return np.column_stack(columns).astype(np.float32)
-
-
-def export(estimator: Any, n_inputs: int) -> bytes | None:
-    """The fitted estimator as ONNX bytes (float32 inputs, probabilities out), or None."""
+def export(estimator: Any, n_inputs: int, task: str) -> bytes | None:
+    """The fitted estimator as ONNX bytes (float32 inputs, OUTPUTS[task] out), or None."""
+    final = estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
+    options = {id(final): {"zipmap": False}} if task == "classification" else None
     try:
         from skl2onnx import to_onnx
 
-        model = to_onnx(
-            estimator,
-            np.zeros((1, n_inputs), np.float32),
-            options={id(estimator): {"zipmap": False}},
-        )
+        model = to_onnx(estimator, np.zeros((1, n_inputs), np.float32), options=options)
+        outputs = [o.name for o in model.graph.output]
+        if OUTPUTS[task] not in outputs:
+            raise ValueError(f"graph outputs {outputs} lack {OUTPUTS[task]!r}")
     except Exception as exc:  # noqa: BLE001 - skl2onnx raises many kinds for unsupported models
+        message = " ".join(str(exc).split())[:300]
         log.warning(
             "no ONNX export (%s: %s); the artifact serves with sklearn only",
             type(exc).__name__,
-            exc,
+            message,
         )
         return None
     return model.SerializeToString()
 
 
-def sample_rows(schema: dict[str, Any], n: int, seed: int) -> pd.DataFrame:
-    """``n`` random rows inside the schema: numbers in range, any category, some missing."""
+def sample_rows(
+    schema: Schema, n: int, seed: int, pool: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """``n`` random rows inside the schema: each number drawn from the values the column
+    takes in ``pool`` (real values, as clients send them) or, without one, uniform in its range
+    at float32 precision; any category; some values missing where nullable."""
     rng = np.random.default_rng(seed)
     columns: dict[str, Any] = {}
-    for f in schema["features"]:
-        if f["type"] == "number":
-            values = rng.uniform(f["min"], f["max"], n).round(1).astype(object)
+    for f in schema.features:
+        if f.type == "number":
+            seen = pool[f.name].dropna().to_numpy(np.float64) if pool is not None else None
+            if seen is not None and len(seen):
+                values = rng.choice(seen, n)
+            else:
+                values = rng.uniform(f.min, f.max, n).astype(np.float32).astype(np.float64)
+            if f.nullable:
+                values[rng.random(n) < MISSING_SHARE] = np.nan
         else:
-            values = rng.choice(np.asarray(f["categories"], dtype=object), n)
-        if f["nullable"]:
-            values[rng.random(n) < 0.05] = np.nan
-        columns[f["name"]] = values
-    frame = pd.DataFrame(columns)
-    for f in schema["features"]:
-        if f["type"] == "number":
-            frame[f["name"]] = frame[f["name"]].astype("float64")
-    return frame
+            values = rng.choice(np.asarray(f.categories, dtype=object), n)
+            if f.nullable:
+                values[rng.random(n) < MISSING_SHARE] = np.nan
+        columns[f.name] = values
+    return pd.DataFrame(columns)
+
+
+def sklearn_output(model: Any, task: str, frame: pd.DataFrame) -> np.ndarray:
+    """What sklearn answers: class probabilities, or values."""
+    if task == "classification":
+        return model.predict_proba(frame)
+    return np.asarray(model.predict(frame), dtype=np.float64)
+
+
+def onnx_output(session: Any, task: str, inputs: np.ndarray) -> np.ndarray:
+    """What the graph answers for float32 model inputs: probabilities, or values."""
+    out = session.run([OUTPUTS[task]], {session.get_inputs()[0].name: inputs})[0]
+    return out if task == "classification" else out.reshape(-1)
+
+
+def session(onnx_bytes: bytes) -> Any:
+    import onnxruntime as ort
+
+    return ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
 
 
 def parity(
-    model: Any, onnx_bytes: bytes, spec: dict[str, Any], rows: pd.DataFrame, tolerance: float
-) -> tuple[float, float]:
+    model: Any,
+    onnx_bytes: bytes,
+    spec: dict[str, Any],
+    schema: Schema,
+    rows: pd.DataFrame,
+    limit: float,
+) -> dict[str, Any]:
     """Compare the ONNX path (spec features + onnxruntime) with sklearn on ``rows``.
 
-    Return the largest probability difference and the share of equal labels; raise StageError
-    above ``tolerance`` or on any label that differs, so a conversion bug can never ship.
+    Classification: the largest probability difference must stay within ``limit`` and every
+    label must agree; regression: the largest absolute difference within ``limit``. Otherwise
+    StageError, so a conversion bug can never ship. Returns the figures.
     """
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    inputs = features(spec, rows)
-    p_onnx = session.run(["probabilities"], {session.get_inputs()[0].name: inputs})[0]
-    p_sklearn = model.predict_proba(rows)
-    diff = float(np.abs(p_onnx.astype(np.float64) - p_sklearn).max())
-    agree = float((labels(p_onnx) == labels(p_sklearn)).mean())
+    inputs = FeatureBuilder(spec, schema.names).columns(
+        {name: rows[name].to_numpy() for name in schema.names}
+    )
+    ours = onnx_output(session(onnx_bytes), schema.task, inputs).astype(np.float64)
+    theirs = sklearn_output(model, schema.task, rows[schema.names])
+    diff = float(np.abs(ours - theirs).max()) if len(rows) else 0.0
+    figures: dict[str, Any] = {"rows": len(rows), "max_abs_diff": float(f"{diff:.3g}")}
+    agree = 1.0
+    if schema.task == "classification":
+        agree = float((labels(ours) == labels(theirs)).mean()) if len(rows) else 1.0
+        figures["label_agreement"] = agree
     log.info(
-        "ONNX parity on %d rows: max |p_onnx - p_sklearn| = %.3g, labels agree %.4f",
+        "ONNX parity on %d rows: max |onnx - sklearn| = %.3g (limit %.3g)%s",
         len(rows),
         diff,
-        agree,
+        limit,
+        f", labels agree {agree:.4f}" if schema.task == "classification" else "",
     )
-    if diff > tolerance or agree < 1.0:
+    if diff > limit or agree < 1.0:
         raise StageError(
-            f"ONNX export disagrees with sklearn on {len(rows)} rows: max probability "
-            f"difference {diff:.3g} (limit {tolerance:g}), label agreement {agree:.4f}"
+            f"ONNX export disagrees with sklearn on {len(rows)} rows: max difference "
+            f"{diff:.3g} (limit {limit:.3g}), label agreement {agree:.4f}"
         )
-    return diff, agree
+    return figures

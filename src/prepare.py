@@ -1,7 +1,8 @@
 """Stage prepare: validate the raw table against the declared schema and split it.
 
-Reads data/raw/penguins.csv and the ``prepare`` params; writes the stratified, seeded
-train/test split and the input schema (data/prepared/).
+Reads the raw table named by ``prepare.data`` (CSV or parquet under data/raw/) and the
+``prepare`` params; writes the seeded train/test split (stratified for classification) and the
+input schema the artifact will carry (data/prepared/).
 """
 
 from __future__ import annotations
@@ -12,45 +13,48 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from pandas.errors import EmptyDataError, ParserError
 from sklearn.model_selection import train_test_split
 
-from src.raw_schema import parse_columns, validate
+from contract.schema import Schema
+from src.raw_schema import Column, parse_columns, validate
 from src.stage import StageError, load_params, main_wrapper, parquet_bytes, write_outputs
+from src.tables import read_raw
 
 log = logging.getLogger("lockserve.pipeline")
 
-RAW = Path("data/raw/penguins.csv")
 OUT = Path("data/prepared")
-
-
-def read_raw(path: Path) -> pd.DataFrame:
-    """Read the raw CSV as strings (types are checked against the schema, not guessed)."""
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=["", "NA", "NaN"])
-    except FileNotFoundError:
-        raise StageError(f"{path}: no such file (run `dvc pull` or `make data`)") from None
-    except EmptyDataError:
-        raise StageError(f"{path}: file is empty") from None
-    except ParserError as exc:
-        raise StageError(f"{path}: not a readable CSV: {exc}") from None
-    log.info("read %s: %d rows, %d columns", path, len(frame), len(frame.columns))
-    return frame
+KEYS = {
+    "data",
+    "target",
+    "task",
+    "columns",
+    "features",
+    "max_missing_features",
+    "invalid_rows",
+    "test_size",
+    "seed",
+}
 
 
 def split(
-    frame: pd.DataFrame, target: str, test_size: float, seed: int
+    frame: pd.DataFrame, target: str, test_size: float, seed: int, stratify: bool = True
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Stratified, seeded train/test split; every class must appear on both sides."""
-    if not 0.0 < test_size < 1.0:
+    """Seeded train/test split; stratified, every class on both sides, when ``stratify``."""
+    if not isinstance(test_size, float | int) or not 0.0 < test_size < 1.0:
         raise StageError(f"params: test_size must be between 0 and 1, got {test_size}")
-    counts = frame[target].value_counts()
-    rare = counts[counts < 2]
-    if len(rare):
-        raise StageError(f"class(es) with fewer than 2 rows cannot be split: {list(rare.index)}")
+    if stratify:
+        counts = frame[target].value_counts()
+        rare = counts[counts < 2]
+        if len(rare):
+            raise StageError(
+                f"class(es) with fewer than 2 rows cannot be split: {list(rare.index)}"
+            )
     try:
         train, test = train_test_split(
-            frame, test_size=test_size, random_state=seed, stratify=frame[target]
+            frame,
+            test_size=test_size,
+            random_state=seed,
+            stratify=frame[target] if stratify else None,
         )
     except ValueError as exc:
         raise StageError(
@@ -59,35 +63,71 @@ def split(
     return train.sort_index(), test.sort_index()
 
 
-def schema_document(columns: dict, target: str, features: list[str]) -> dict[str, Any]:
-    """The input schema handed downstream: feature declarations and the class labels."""
-    return {
-        "target": target,
-        "classes": list(columns[target].categories),
-        "features": [columns[name].to_json() for name in features],
-    }
+def schema_document(
+    columns: dict[str, Column],
+    target: str,
+    features: list[str],
+    task: str,
+    classes: list[str | int],
+    max_missing_features: int,
+) -> dict[str, Any]:
+    """The input schema handed downstream (contract.schema): features, task, classes, rule."""
+    return Schema(
+        task,
+        target,
+        tuple(columns[name].feature() for name in features),
+        tuple(classes),
+        max_missing_features,
+    ).to_json()
 
 
-def run(params: dict[str, Any], raw_path: Path = RAW, out_dir: Path = OUT) -> None:
-    """Validate ``raw_path`` and write train.parquet, test.parquet and schema.json."""
+def run(params: dict[str, Any], out_dir: Path = OUT, raw_path: Path | None = None) -> None:
+    """Validate the raw table and write train.parquet, test.parquet and schema.json."""
+    unknown = set(params) - KEYS
+    if unknown:
+        raise StageError(f"params: prepare has unknown key(s) {sorted(unknown)}")
+    missing = sorted(k for k in KEYS if k not in params)
+    if missing:
+        raise StageError(f"params: prepare lacks {', '.join(missing)}")
     columns = parse_columns(params["columns"])
-    target, features = params["target"], list(params["features"])
+    task, target = params["task"], params["target"]
+    features = params["features"]
+    raw, unit = read_raw(Path(raw_path or params["data"]))
     clean = validate(
-        read_raw(raw_path),
+        raw,
         columns,
         target,
         features,
-        int(params["max_missing_features"]),
+        params["max_missing_features"],
         params["invalid_rows"],
+        task,
+        unit,
     )
-    train, test = split(clean, target, float(params["test_size"]), int(params["seed"]))
+    if not isinstance(params["seed"], int):
+        raise StageError("params: prepare.seed must be an integer")
+    classification = task == "classification"
+    train, test = split(clean, target, params["test_size"], params["seed"], classification)
+    empty = [f for f in features if train[f].isna().all()]
+    if empty:
+        raise StageError(f"column '{empty[0]}' has no values in the training split")
     log.info("split %d rows: %d train, %d test", len(clean), len(train), len(test))
-    schema = schema_document(columns, target, features)
+    classes: list[str | int] = []
+    if classification:
+        seen = set(clean[target].tolist())
+        classes = [c for c in columns[target].categories if c in seen]
+        unseen = [c for c in columns[target].categories if c not in seen]
+        if unseen:
+            log.warning("declared class(es) %s have no valid rows", unseen)
+    schema = schema_document(
+        columns, target, features, task, classes, params["max_missing_features"]
+    )
     write_outputs(
         {
             out_dir / "train.parquet": parquet_bytes(train.reset_index(drop=True)),
             out_dir / "test.parquet": parquet_bytes(test.reset_index(drop=True)),
-            out_dir / "schema.json": (json.dumps(schema, indent=2) + "\n").encode(),
+            out_dir / "schema.json": (
+                json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+            ).encode(),
         }
     )
 

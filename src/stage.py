@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import logging
 import os
 import pickle
+import resource
+import struct
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -17,6 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
+
+from contract.schema import Schema
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -34,6 +39,16 @@ def load_params(section: str, path: Path = PARAMS_FILE) -> dict[str, Any]:
     if section not in params:
         raise StageError(f"{path}: no '{section}' section")
     return params[section]
+
+
+def read_schema(path: Path) -> Schema:
+    """The input schema prepare wrote (contract.schema), checked."""
+    try:
+        return Schema.from_json(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise StageError(f"{path}: no such file (run the prepare stage)") from None
+    except ValueError as exc:  # ContractError or bad JSON
+        raise StageError(f"{path}: {exc}") from None
 
 
 def md5_file(path: Path) -> str:
@@ -77,24 +92,44 @@ def write_outputs(outputs: Mapping[Path, bytes]) -> None:
         log.info("wrote %s (%d bytes, md5 %s)", path, len(outputs[path]), md5_file(path))
 
 
+def _atom_key(obj: Any) -> Any:
+    """A key equal for two values only if they pickle to identical bytes (type and bits
+    included: ``1`` and ``1.0``, ``0.0`` and ``-0.0`` differ); TypeError for anything else."""
+    kind = type(obj)
+    if kind in (str, bytes, int, bool) or obj is None:
+        return (kind, obj)
+    if kind is float:
+        return (kind, struct.pack("<d", obj))
+    if kind is tuple:
+        return (kind, tuple(_atom_key(item) for item in obj))
+    raise TypeError(kind)
+
+
 class _CanonicalPickler(pickle._Pickler):  # the pure-Python pickler exposes save()
     """Pickler whose bytes depend only on the values pickled, not on object identity.
 
     The standard pickler memoises by ``id()``, so whether two equal strings or dtypes are one
     object (interning, a fresh fit versus an unpickled copy) changes the bytes; and numpy
-    structured arrays (sklearn's tree nodes) carry uninitialised padding bytes. Equal
-    immutable atoms are folded into one memo entry and padding is zeroed.
+    structured arrays (sklearn's tree nodes) carry uninitialised padding bytes. Values that
+    would pickle to identical bytes (strings, bytes, tuples of such atoms, equal dtypes) are
+    folded into one memo entry, and padding is zeroed. Folding is by type and bits, never by
+    mere equality, so ``(1.0, 2.0)`` stays floats and ``-0.0`` keeps its sign.
     """
 
     def __init__(self, file: io.BytesIO) -> None:
         super().__init__(file, protocol=5)
-        self._canonical: dict[tuple[type, Any], Any] = {}
+        self._canonical: dict[Any, Any] = {}
 
     def save(self, obj: Any, save_persistent_id: bool = True) -> None:  # noqa: FBT001
         kind = type(obj)
-        if kind in (str, bytes, tuple) or isinstance(obj, np.dtype):
-            with contextlib.suppress(TypeError):  # unhashable tuple: pickle it as it is
-                obj = self._canonical.setdefault((kind, obj), obj)
+        key: Any = None
+        if kind in (str, bytes, tuple):
+            with contextlib.suppress(TypeError):  # a tuple holding other objects: as it is
+                key = _atom_key(obj)
+        elif isinstance(obj, np.dtype) and obj.metadata is None:
+            key = (np.dtype, repr(obj), obj.str, obj.isalignedstruct)
+        if key is not None:
+            obj = self._canonical.setdefault(key, obj)
         super().save(obj, save_persistent_id)
 
     def reducer_override(self, obj: Any) -> Any:
@@ -123,18 +158,33 @@ def setup_logging() -> None:
 
 @contextlib.contextmanager
 def timed(name: str) -> Iterator[None]:
-    """Log how long a stage took."""
+    """Log how long a stage took and the most memory it held (peak resident set size)."""
     started = time.perf_counter()
     yield
-    log.info("%s done in %.2f s", name, time.perf_counter() - started)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    log.info("%s done in %.2f s, peak RSS %.0f MB", name, time.perf_counter() - started, peak_mb)
 
 
 def main_wrapper(name: str, run: Any) -> None:
-    """Entry point shared by the stage scripts: bad input exits 1 with one clear line."""
+    """Entry point shared by the stage scripts: bad input exits 1 with one clear line.
+
+    An unexpected exception also ends in one line, naming its type; LOCKSERVE_DEBUG=1 shows the
+    traceback instead.
+    """
     setup_logging()
     try:
         with timed(name):
             run()
     except StageError as exc:
-        log.error("%s failed: %s", name, exc)
+        log.error("%s failed: %s", name, " ".join(str(exc).split()))
+        raise SystemExit(1) from None
+    except Exception as exc:
+        if os.environ.get("LOCKSERVE_DEBUG"):
+            raise
+        log.error(
+            "%s failed unexpectedly (%s: %s); LOCKSERVE_DEBUG=1 shows the traceback",
+            name,
+            type(exc).__name__,
+            " ".join(str(exc).split())[:500],
+        )
         raise SystemExit(1) from None

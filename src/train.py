@@ -1,12 +1,14 @@
 """Stage train: fit the estimator named in params and write the one deployable artifact.
 
 Reads data/features/ (transformed training split and fitted transformer), the input schema
-and the ``train`` params; writes models/model.zip (see src/artifact.py).
+and raw training split (data/prepared/) and the ``train`` params; writes models/model.zip
+(contract.artifact): the sklearn pipeline, and its ONNX graph once it has passed the parity
+gate against sklearn.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import pickle
 import platform
@@ -14,111 +16,107 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import numpy
+import numpy as np
 import pandas as pd
 import sklearn
-from sklearn.base import ClassifierMixin
-from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 
-from src import artifact, onnx_export
+from contract import artifact
+from src import estimators, onnx_export
 from src.stage import (
     StageError,
     canonical_pickle,
     load_params,
     main_wrapper,
     md5_file,
+    read_schema,
     write_outputs,
 )
+from src.tables import categorical_as_object
 
 log = logging.getLogger("lockserve.pipeline")
 
 FEATURES = Path("data/features")
-SCHEMA = Path("data/prepared/schema.json")
+PREPARED = Path("data/prepared")
 OUT = Path("models/model.zip")
+KEYS = {"estimator", "seed", "n_jobs", "onnx_parity_rows", "onnx_tolerance", *estimators.ESTIMATORS}
 
-ESTIMATORS = ("random_forest", "gradient_boosting", "logistic_regression")
 
-
-def build_estimator(params: dict[str, Any]) -> ClassifierMixin:
-    """The estimator named by ``params['estimator']`` with its hyper-parameters, seeded."""
-    name = params.get("estimator")
-    if name not in ESTIMATORS:
-        raise StageError(f"params: estimator is {name!r}; use one of {', '.join(ESTIMATORS)}")
-    hyper = dict(params.get(name) or {})
-    seed = int(params["seed"])
-    try:
-        if name == "random_forest":
-            return RandomForestClassifier(random_state=seed, n_jobs=1, **hyper)
-        if name == "gradient_boosting":
-            return GradientBoostingClassifier(random_state=seed, **hyper)
-        # A linear model needs scaled inputs; trees do not, so only it gets a scaler.
-        return Pipeline(
-            [("scale", StandardScaler()), ("clf", LogisticRegression(random_state=seed, **hyper))]
-        )
-    except TypeError as exc:
-        raise StageError(f"params: bad hyper-parameter for {name}: {exc}") from None
+def gate_limit(params: dict[str, Any], task: str, y: np.ndarray) -> tuple[float, float | None]:
+    """The parity limit: ``onnx_tolerance`` on probabilities, or times the target's standard
+    deviation on values (regression). Returns the limit and that deviation."""
+    tolerance = params.get("onnx_tolerance")
+    if not isinstance(tolerance, float | int) or tolerance <= 0:
+        raise StageError("params: train.onnx_tolerance must be a positive number")
+    if task == "classification":
+        return float(tolerance), None
+    spread = float(np.std(y))
+    return float(tolerance) * spread, spread
 
 
 def run(
-    params: dict[str, Any], features: Path = FEATURES, schema_path: Path = SCHEMA, out: Path = OUT
+    params: dict[str, Any],
+    features: Path = FEATURES,
+    prepared: Path = PREPARED,
+    out: Path = OUT,
 ) -> None:
     """Fit on features/train.parquet and write the artifact to ``out``."""
-    schema = json.loads(schema_path.read_text())
-    target = schema["target"]
+    unknown = set(params) - KEYS
+    if unknown:
+        raise StageError(f"params: train has unknown key(s) {sorted(unknown)}")
+    rows = params.get("onnx_parity_rows")
+    if not isinstance(rows, int) or rows < 1:
+        raise StageError("params: train.onnx_parity_rows must be a positive integer")
+    schema = read_schema(prepared / "schema.json")
+    task, target = schema.task, schema.target
+    estimator = estimators.build(params, task)
     train_path = features / "train.parquet"
     train = pd.read_parquet(train_path)
     transformer = pickle.loads((features / "transformer.pkl").read_bytes())  # noqa: S301
     x, y = train.drop(columns=[target]), train[target].to_numpy()
-    log.info("read %s: %d rows x %d inputs", train_path, *x.shape)
-    estimator = build_estimator(params)
+    log.info("read %s: %d rows x %d inputs; fitting %s", train_path, *x.shape, params["estimator"])
     try:
         estimator.fit(x.to_numpy(), y)
     except ValueError as exc:
-        raise StageError(f"fitting {params['estimator']} failed: {exc}") from None
+        message = " ".join(str(exc).split())
+        raise StageError(f"fitting {params['estimator']} failed: {message}") from None
     predictor = Pipeline([("preprocess", transformer), ("estimator", estimator)])
-    classes = [str(c) for c in predictor.classes_]
-    if classes != schema["classes"]:
-        log.warning("training data has classes %s of declared %s", classes, schema["classes"])
-        schema = {**schema, "classes": classes}
-    metadata = {
-        "name": artifact.NAME,
+    metadata: dict[str, Any] = {
         "estimator": params["estimator"],
         "params": params,
         "target": target,
-        "classes": classes,
         "model_inputs": list(x.columns),
         "training_data": {"md5": md5_file(train_path), "rows": len(x)},
         "libraries": {
             "python": ".".join(platform.python_version_tuple()[:2]),
             "scikit-learn": sklearn.__version__,
-            "numpy": numpy.__version__,
+            "numpy": np.__version__,
             "skl2onnx": version("skl2onnx"),
             "onnx": version("onnx"),
         },
     }
-    onnx_bytes = onnx_export.export(estimator, x.shape[1])
-    metadata["onnx_exported"] = onnx_bytes is not None
+    if task == "classification":
+        classes = [c.item() if isinstance(c, np.generic) else c for c in predictor.classes_]
+        if classes != list(schema.classes):
+            log.warning("training data has classes %s of declared %s", classes, schema.classes)
+            schema = dataclasses.replace(schema, classes=tuple(classes))
+        metadata["classes"] = classes
     preprocess = onnx_export.preprocess_spec(transformer)
     if preprocess["inputs"] != metadata["model_inputs"]:
         raise StageError(f"preprocess spec inputs {preprocess['inputs']} != model inputs")
+    onnx_bytes = onnx_export.export(estimator, x.shape[1], task)
+    metadata["onnx_exported"] = onnx_bytes is not None
     if onnx_bytes is not None:  # gate before writing: a disagreeing graph is never pinned
-        rows, tolerance = int(params["onnx_parity_rows"]), float(params["onnx_tolerance"])
-        diff, agree = onnx_export.parity(
-            predictor,
-            onnx_bytes,
-            preprocess,
-            onnx_export.sample_rows(schema, rows, seed=0),
-            tolerance,
+        limit, spread = gate_limit(params, task, y)
+        raw = categorical_as_object(
+            pd.read_parquet(prepared / "train.parquet"),
+            [f.name for f in schema.features if f.type == "category"],
         )
-        metadata["onnx_gate"] = {
-            "rows": rows,
-            "tolerance": tolerance,
-            "max_abs_diff": float(f"{diff:.3g}"),
-            "label_agreement": agree,
-        }
+        sample = onnx_export.sample_rows(schema, rows, seed=0, pool=raw)
+        gate = onnx_export.parity(predictor, onnx_bytes, preprocess, schema, sample, limit)
+        metadata["onnx_gate"] = {**gate, "tolerance": params["onnx_tolerance"], "limit": limit}
+        if spread is not None:
+            metadata["onnx_gate"]["target_std"] = spread
     packed = artifact.pack(canonical_pickle(predictor), schema, metadata, preprocess, onnx_bytes)
     write_outputs({out: packed})
 
