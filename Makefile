@@ -9,7 +9,7 @@ DVC    := $(BIN)/dvc
 export PATH := $(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data pipeline run serve test lint push pull lock clean bench bench-tools deploy s3-up s3-down reload
+.PHONY: help setup data init pipeline run serve test lint push pull lock clean bench bench-tools deploy s3-up s3-down reload browser
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -26,7 +26,7 @@ setup: $(VENV)/.installed-dev  ## create .venv with the pinned dependencies
 data: setup  ## the raw table params.yaml names: work tree, else the default remote, else the packaged example (md5-checked)
 	$(BIN)/python -m tools.data
 
-pipeline: data  ## pull what the default remote holds, reproduce the rest
+pipeline: data .dvc/plots-page.html  ## pull what the default remote holds, reproduce the rest
 	$(DVC) pull --allow-missing
 	$(DVC) repro
 	$(DVC) metrics show
@@ -36,7 +36,7 @@ run: pipeline serve  ## set up, reproduce or pull the pipeline, then serve on :8
 serve: setup  ## gunicorn + uvicorn workers on $$HOST:$$PORT (127.0.0.1:8000), WEB_CONCURRENCY workers
 	$(BIN)/gunicorn -c api/gunicorn_conf.py api.main:app
 
-test: data lint  ## set up, then lint and the whole test suite
+test: data lint browser .dvc/plots-page.html  ## set up, then lint and the whole test suite
 	$(BIN)/python -m pytest -vv
 
 reload:  ## zero-downtime reload of serving.yaml (gunicorn HUP: new workers, old ones drain)
@@ -50,6 +50,16 @@ s3-up: setup  ## start a local SeaweedFS S3 server (state in .s3-local/); prints
 
 s3-down: setup  ## stop the local SeaweedFS S3 server
 	$(BIN)/python -m tools.seaweedfs down .s3-local
+
+# `dvc plots show` page with vega, vega-lite and vega-embed inlined (works offline);
+# .dvc/config points plots.html_template at it.
+.dvc/plots-page.html: tools/plots/package-lock.json tools/plots_page.py | setup
+	npm ci --prefix tools/plots --no-audit --no-fund --loglevel=error
+	$(BIN)/python -m tools.plots_page $@
+
+browser:  ## headless Chromium (Debian's chromium) for the plots test, if missing
+	@test -x /usr/bin/chromium || \
+	  (apt-get update -q && apt-get install -y -q --no-install-recommends chromium)
 
 bench-tools:  ## Apache Bench (ab) from Debian's apache2-utils, if missing
 	@command -v ab >/dev/null || (apt-get update -q && apt-get install -y -q apache2-utils)

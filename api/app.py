@@ -25,7 +25,7 @@ def serving_config(settings: Settings) -> serving.ServingConfig:
         config = serving.load(settings.serving_file)
     else:
         config = serving.ServingConfig(
-            variants={strategies.DEFAULT_VARIANT: serving.Variant(rev="HEAD")}
+            variants={strategies.DEFAULT_VARIANT: serving.Variant(rev="workspace")}
         )
     if settings.rev is not None and config.strategy == "single":
         name = next(iter(config.variants))

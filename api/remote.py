@@ -53,9 +53,15 @@ def _probe(fs: object, path: str, label: str, attempts: int, backoff_s: float) -
 
 
 def fetch(
-    repo_root: Path, commit: str, path: str, remote: str | None, attempts: int, backoff_s: float
+    repo_root: Path,
+    commit: str | None,
+    path: str,
+    remote: str | None,
+    attempts: int,
+    backoff_s: float,
 ) -> str:
-    """`dvc fetch` exactly ``path`` as pinned at ``commit`` into the cache; return the remote."""
+    """`dvc fetch` exactly ``path`` as pinned at ``commit`` (None: the work tree's dvc.lock)
+    into the cache; return the remote."""
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
@@ -70,7 +76,10 @@ def fetch(
             raise RemoteError(f"{label}: {exc}") from None
         _probe(store.fs, store.path, label, attempts, backoff_s)
         try:
-            repo.fetch(targets=[path], revs=[commit], workspace=False, remote=name)
+            if commit is None:
+                repo.fetch(targets=[path], remote=name)
+            else:
+                repo.fetch(targets=[path], revs=[commit], workspace=False, remote=name)
         except DvcException as exc:
             raise RemoteError(f"{label}: fetch failed: {exc}") from None
     return label

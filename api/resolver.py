@@ -50,8 +50,15 @@ def md5_hex(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
 
 
-def git_rev(repo_root: Path, rev: str) -> str:
-    """``rev`` as git understands it: GTO versions and stages become the commit they name."""
+WORKSPACE = "workspace"
+
+
+def git_rev(repo_root: Path, rev: str) -> str | None:
+    """``rev`` as git understands it: GTO versions and stages become the commit they name;
+    ``workspace`` (DVC's name for the work tree) is None: the dvc.lock on disk, as `dvc repro`
+    last wrote it, committed or not."""
+    if rev == WORKSPACE:
+        return None
     match = GTO_REV.match(rev)
     if not match:
         return rev
@@ -98,7 +105,8 @@ def _pinned(fs: Any, name: str | None, rev: str, commit: str) -> tuple[str, str,
         )
     path = declared[name].path
     try:
-        md5 = fs.info(path).get("md5")
+        info = fs.info(path)
+        md5 = info.get("md5") or (info.get("dvc_info") or {}).get("md5")
     except FileNotFoundError:
         md5 = None
     except Exception as exc:  # noqa: BLE001
@@ -174,7 +182,8 @@ def resolve(
 
     fetch_started = time.perf_counter()
     try:
-        remote_label = remotes.fetch(repo_root, commit, path, remote, attempts, backoff_s)
+        at = None if rev == WORKSPACE else commit
+        remote_label = remotes.fetch(repo_root, at, path, remote, attempts, backoff_s)
     except remotes.RemoteError as exc:
         raise ResolutionError(
             f"{path} md5 {md5} pinned at {rev}: {exc} ({'; '.join(found)})"

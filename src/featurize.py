@@ -71,6 +71,29 @@ def build_transformer(schema: Schema, params: dict[str, Any]) -> ColumnTransform
     return ColumnTransformer(parts, verbose_feature_names_out=False)
 
 
+def check_input_names(transformer: ColumnTransformer, target: str) -> None:
+    """Refuse two model inputs of one name, or one named like the target: column 'a_b' and
+    column 'a' with category 'b' would both make input 'a_b'."""
+    parts = transformer.named_transformers_
+    made: list[tuple[str, str]] = []
+    if "numeric" in parts:
+        made += [(str(n), f"column '{n}'") for n in parts["numeric"].feature_names_in_]
+    if "categorical" in parts:
+        steps = parts["categorical"].named_steps
+        for name, cats in zip(
+            steps["impute"].feature_names_in_, steps["onehot"].categories_, strict=True
+        ):
+            made += [(f"{name}_{c}", f"column '{name}' category '{c}'") for c in cats]
+    taken = {target: f"the target '{target}'"}
+    for name, origin in made:
+        if name in taken:
+            raise StageError(
+                f"model input name '{name}' is made by both {taken[name]} and {origin}: "
+                "rename a column or drop it from features"
+            )
+        taken[name] = origin
+
+
 def transform(transformer: ColumnTransformer, frame: pd.DataFrame, target: str) -> pd.DataFrame:
     """Transformed features as a frame with named columns, the target last."""
     features = pd.DataFrame(
@@ -87,6 +110,7 @@ def run(params: dict[str, Any], prepared: Path = PREPARED, out_dir: Path = OUT) 
     train = categorical_as_object(pd.read_parquet(prepared / "train.parquet"), categorical)
     log.info("read %s: %d train rows", prepared, len(train))
     transformer = build_transformer(schema, params).fit(train[schema.names])
+    check_input_names(transformer, schema.target)
     train_x = transform(transformer, train, schema.target)
     log.info("%d raw features -> %d model inputs", len(schema.names), train_x.shape[1] - 1)
     write_outputs(

@@ -8,6 +8,7 @@ evaluate on the test split.
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Any
 
@@ -53,8 +54,30 @@ def preprocess_spec(transformer: ColumnTransformer) -> dict[str, Any]:
     }
 
 
+def float32_thresholds(estimator: Any) -> Any:
+    """A copy of a histogram gradient boosting model whose split thresholds are the largest
+    float32 at or below the fitted ones.
+
+    The pipeline feeds every estimator float32 model inputs; for a float32 x, ``x <= t`` and
+    ``x <= floor32(t)`` decide alike, and floor32(t) survives the graph's float32 thresholds
+    exactly, where rounding t to the nearest float32 can send x = round32(t) the other way.
+    (skl2onnx makes this adjustment itself for sklearn's other trees.)
+    """
+    if not hasattr(estimator, "_predictors"):
+        return estimator
+    adjusted = copy.deepcopy(estimator)
+    for predictors in adjusted._predictors:
+        for predictor in predictors:
+            t = predictor.nodes["num_threshold"]
+            t32 = t.astype(np.float32)
+            down = np.nextafter(t32, np.float32(-np.inf))
+            predictor.nodes["num_threshold"] = np.where(t32 > t, down, t32).astype(np.float64)
+    return adjusted
+
+
 def export(estimator: Any, n_inputs: int, task: str) -> bytes | None:
     """The fitted estimator as ONNX bytes (float32 inputs, OUTPUTS[task] out), or None."""
+    estimator = float32_thresholds(estimator)
     final = estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
     options = {id(final): {"zipmap": False}} if task == "classification" else None
     try:

@@ -110,6 +110,11 @@ def run(params: dict[str, Any], out_dir: Path = OUT, raw_path: Path | None = Non
     empty = [f for f in features if train[f].isna().all()]
     if empty:
         raise StageError(f"column '{empty[0]}' has no values in the training split")
+    if train[target].nunique() < 2:  # regression: a split of a few rows can leave one value
+        raise StageError(
+            f"target '{target}' has a single value ({train[target].tolist()[0]!r}) in the "
+            f"training split of {len(train)} row(s): nothing to learn"
+        )
     log.info("split %d rows: %d train, %d test", len(clean), len(train), len(test))
     classes: list[str | int] = []
     if classification:

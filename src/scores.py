@@ -42,6 +42,15 @@ def answered(proba: np.ndarray, classes: list[Any]) -> np.ndarray:
     return np.asarray(classes, dtype=object)[labels(proba)]
 
 
+def label_array(values: Any) -> np.ndarray:
+    """Labels as sklearn's metrics take them: strings as objects, integer classes as int64
+    (an object array of integers is a target type the metrics refuse)."""
+    array = np.asarray(values, dtype=object)
+    if len(array) and all(isinstance(v, int) and not isinstance(v, bool) for v in array):
+        return array.astype(np.int64)
+    return array
+
+
 def roc_classes(y_true: np.ndarray, classes: list[Any]) -> list[int]:
     """Indices of the classes whose ROC the split defines (present and absent somewhere);
     for two classes, the positive (last) one only."""
@@ -56,8 +65,8 @@ def roc_classes(y_true: np.ndarray, classes: list[Any]) -> list[int]:
 
 def classification(y_true: np.ndarray, proba: np.ndarray, classes: list[Any]) -> dict[str, Any]:
     """The classification metrics, rounded so diffs are stable."""
-    y_true = np.asarray(y_true, dtype=object)
-    pred = answered(proba, classes)
+    y_true = label_array(y_true)
+    pred = label_array(answered(proba, classes))
     aucs = [roc_auc_score(y_true == classes[i], proba[:, i]) for i in roc_classes(y_true, classes)]
     return {
         "accuracy": _round(accuracy_score(y_true, pred)),

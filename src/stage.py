@@ -132,6 +132,12 @@ class _CanonicalPickler(pickle._Pickler):  # the pure-Python pickler exposes sav
             obj = self._canonical.setdefault(key, obj)
         super().save(obj, save_persistent_id)
 
+    def memoize(self, obj: Any) -> None:
+        # The pure-Python pickler writes a buffer's bytes with save_bytes directly, bypassing
+        # save()'s memo lookup; an empty buffer's b"" (a singleton) may be memoised already.
+        if id(obj) not in self.memo:
+            super().memoize(obj)
+
     def reducer_override(self, obj: Any) -> Any:
         if type(obj) is np.ndarray and obj.dtype.fields is not None:
             clean = np.zeros(obj.shape, obj.dtype)

@@ -46,7 +46,9 @@ def read_raw(path: Path) -> tuple[pd.DataFrame, str]:
     except (ValueError, OSError) as exc:  # pyarrow's parse errors are ValueError/ArrowInvalid
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "Empty CSV file" in first or "no columns" in first.lower():
-            raise StageError(f"{path}: file is empty") from None
+            if not path.read_bytes().strip():
+                raise StageError(f"{path}: file is empty") from None
+            first = "no columns found"
         raise StageError(f"{path}: not a readable {path.suffix[1:]} table: {first}") from None
     dupes = frame.columns[frame.columns.duplicated()].tolist()
     if dupes:

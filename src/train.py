@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import sklearn
 from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
 
 from contract import artifact
 from src import estimators, onnx_export
@@ -76,11 +77,16 @@ def run(
     x, y = train.drop(columns=[target]), train[target].to_numpy()
     log.info("read %s: %d rows x %d inputs; fitting %s", train_path, *x.shape, params["estimator"])
     try:
-        estimator.fit(x.to_numpy(), y)
+        estimator.fit(x.to_numpy(np.float32), y)
     except ValueError as exc:
         message = " ".join(str(exc).split())
         raise StageError(f"fitting {params['estimator']} failed: {message}") from None
-    predictor = Pipeline([("preprocess", transformer), ("estimator", estimator)])
+    # Model inputs are float32 on both paths (the ONNX graph takes float32), so the pickled
+    # pipeline and the graph compare the same numbers with the same thresholds.
+    as_float32 = FunctionTransformer(np.asarray, kw_args={"dtype": np.float32})
+    predictor = Pipeline(
+        [("preprocess", transformer), ("float32", as_float32), ("estimator", estimator)]
+    )
     metadata: dict[str, Any] = {
         "estimator": params["estimator"],
         "params": params,

@@ -16,7 +16,6 @@ RAW = ROOT / "data" / "raw" / "penguins.csv"
 # One valid instance (a Gentoo) for requests in tests and benchmarks.
 PENGUIN = {
     "island": "Biscoe",
-    "bill_length_mm": 47.5,
     "bill_depth_mm": 15.0,
     "flipper_length_mm": 217.0,
     "body_mass_g": 5200.0,
@@ -81,12 +80,65 @@ def build_artifact(root: Path, params: dict, raw_csv: str, **train_over) -> byte
     raw = root / "raw.csv"
     root.mkdir(parents=True, exist_ok=True)
     raw.write_text(raw_csv)
-    prepare.run(params["prepare"], raw, root / "prepared")
+    prepare.run(params["prepare"], root / "prepared", raw)
     featurize.run(params["featurize"], root / "prepared", root / "features")
     train_params = {**params["train"], **train_over}
     out = root / "model.zip"
-    train.run(train_params, root / "features", root / "prepared" / "schema.json", out)
+    train.run(train_params, root / "features", root / "prepared", out)
     return out.read_bytes()
+
+
+def declare(frame: pd.DataFrame, target: str, task: str) -> dict:
+    """A prepare section for a synthetic table, every column declared from its values."""
+    columns = {}
+    for name in frame.columns:
+        values = frame[name].dropna()
+        if name == target and task != "regression":
+            columns[name] = {"type": "category", "categories": sorted(values.unique().tolist())}
+        elif pd.api.types.is_numeric_dtype(values):
+            lo, hi = float(values.min()), float(values.max())
+            columns[name] = {"type": "number", "min": lo - 1, "max": hi + 1}
+        else:
+            columns[name] = {"type": "category", "categories": sorted(values.unique())}
+        columns[name]["nullable"] = bool(frame[name].isna().any())
+    return {
+        "data": "unused",
+        "target": target,
+        "task": task,
+        "columns": columns,
+        "features": [c for c in frame.columns if c != target],
+        "max_missing_features": 3,
+        "invalid_rows": "drop",
+        "test_size": 0.25,
+        "seed": 0,
+    }
+
+
+def build_table_artifact(root: Path, params: dict, frame: pd.DataFrame, task: str, **over):
+    """Run the stages in-process on a synthetic ``frame`` (target column ``target``)."""
+    from src import featurize, prepare, train
+
+    root.mkdir(parents=True, exist_ok=True)
+    raw = root / "raw.csv"
+    frame.to_csv(raw, index=False)
+    prepare.run(declare(frame, "target", task), root / "prepared", raw)
+    featurize.run(params["featurize"], root / "prepared", root / "features")
+    out = root / "model.zip"
+    train.run({**params["train"], **over}, root / "features", root / "prepared", out)
+    return out.read_bytes()
+
+
+@pytest.fixture(scope="session")
+def regression_artifacts(tmp_path_factory, params) -> dict[str, bytes]:
+    """Two real regression artifacts on one synthetic table: a forest (v1), a ridge (v2)."""
+    from tools import synth
+
+    frame = synth.table(400, 5, "regression", seed=4)
+    base = tmp_path_factory.mktemp("regression")
+    return {
+        "v1": build_table_artifact(base / "v1", params, frame, "regression"),
+        "v2": build_table_artifact(base / "v2", params, frame, "regression", estimator="ridge"),
+    }
 
 
 @pytest.fixture(scope="session")

@@ -58,6 +58,19 @@ def test_feedback_rules(client):
     assert arms[variant]["feedbacks"] == 1 and arms[variant]["mean_reward"] == 1.0
 
 
+@pytest.mark.parametrize("label", ["Emperor", "gentoo", 1, ["Gentoo", "Emperor"]])
+def test_feedback_label_outside_the_classes_is_refused_and_not_counted(client, label):
+    request_id, _ = ask(client)
+    r = client.post("/feedback", json={"request_id": request_id, "label": label})
+    assert r.status_code == 422
+    message = r.json()["error"]["message"]
+    assert "is not one of the model's classes: 'Adelie', 'Chinstrap', 'Gentoo'" in message
+    arms = client.get("/model").json()["variants"]
+    assert sum(a["feedbacks"] for a in arms) == 0
+    ok = client.post("/feedback", json={"request_id": request_id, "label": "Adelie"})
+    assert ok.status_code == 200 and ok.json()["reward"] == 0.0
+
+
 def test_simulation_better_arm_takes_over(client):
     """True reward rates 0.6 and 0.8: after 2,000 requests the better one gets >= 80% of the
     last 500."""

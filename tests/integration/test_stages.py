@@ -1,27 +1,37 @@
 """Integration: each stage run on a tiny raw table in a temp dir, as DVC would run it."""
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from src import artifact, bootstrap, evaluate, featurize, onnx_export, prepare, train
-from src.stage import StageError, md5_file
-from tests.conftest import PENGUIN, ROOT
+from contract import artifact
+from src import estimators, evaluate, featurize, onnx_export, prepare, train
+from src.stage import StageError, canonical_pickle, md5_file
+from tests.conftest import PENGUIN, declare
+from tools import synth
+
+CLASSIFICATION_METRICS = {"accuracy", "balanced_accuracy", "f1_macro", "roc_auc", "log_loss"}
+REGRESSION_METRICS = {"rmse", "mae", "r2"}
 
 
-def run_all(params, raw: Path, root: Path, train_params=None) -> dict:
+def run_all(params, raw: Path, root: Path, train_params=None, prepare_params=None) -> dict:
     prepared, features = root / "prepared", root / "features"
     model, reports = root / "models" / "model.zip", root / "reports"
-    prepare.run(params["prepare"], raw, prepared)
+    prepare.run(prepare_params or params["prepare"], prepared, raw)
     featurize.run(params["featurize"], prepared, features)
-    train.run(train_params or params["train"], features, prepared / "schema.json", model)
+    train.run(train_params or params["train"], features, prepared, model)
     return evaluate.run(params["evaluate"], model, prepared / "test.parquet", reports)
 
 
 def outputs(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): md5_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def read(root: Path) -> artifact.Artifact:
+    return artifact.read((root / "models/model.zip").read_bytes())
 
 
 def test_pipeline_on_tiny_data_writes_every_out(params, tiny_raw, tmp_path):
@@ -32,26 +42,27 @@ def test_pipeline_on_tiny_data_writes_every_out(params, tiny_raw, tmp_path):
         "prepared/test.parquet",
         "prepared/schema.json",
         "features/train.parquet",
-        "features/test.parquet",
         "features/transformer.pkl",
         "models/model.zip",
         "reports/metrics.json",
-        "reports/plots/confusion.csv",
-        "reports/plots/roc.csv",
+        "reports/plots/predictions.csv",
+        "reports/plots/curves.csv",
         "reports/plots/importance.csv",
     }
     assert set(scores) == {
-        "accuracy",
-        "f1_macro",
-        "roc_auc_ovr",
-        "log_loss",
+        *CLASSIFICATION_METRICS,
         "n_test",
         "onnx_max_abs_diff",
         "onnx_label_agreement",
     }
-    assert scores["onnx_max_abs_diff"] <= 1e-5 and scores["onnx_label_agreement"] == 1.0
-    assert scores["n_test"] == 12 and 0.0 <= scores["accuracy"] <= 1.0
+    assert scores["onnx_max_abs_diff"] <= params["train"]["onnx_tolerance"]
+    assert scores["onnx_label_agreement"] == 1.0
+    rows = len(pd.read_csv(tiny_raw))
+    assert scores["n_test"] == math.ceil(rows * params["prepare"]["test_size"])
     assert json.loads((root / "reports/metrics.json").read_text()) == scores
+    curves = pd.read_csv(root / "reports/plots/curves.csv")
+    assert sorted(curves["class"].unique()) == ["Adelie", "Chinstrap", "Gentoo"]
+    assert len(curves) == 3 * params["evaluate"]["roc_points"]
 
 
 def test_stages_are_deterministic(params, tiny_raw, tmp_path):
@@ -61,66 +72,93 @@ def test_stages_are_deterministic(params, tiny_raw, tmp_path):
 
 
 def test_featurize_fits_on_train_only(params, tiny_raw, tmp_path):
-    prepare.run(params["prepare"], tiny_raw, tmp_path / "p")
+    prepare.run(params["prepare"], tmp_path / "p", tiny_raw)
     featurize.run(params["featurize"], tmp_path / "p", tmp_path / "f")
     train_rows = pd.read_parquet(tmp_path / "p/train.parquet")
     imputer = pd.read_pickle(tmp_path / "f/transformer.pkl").named_transformers_["numeric"]
-    expected = train_rows["bill_length_mm"].median()
-    assert imputer.statistics_[0] == pytest.approx(expected)
+    first = list(imputer.feature_names_in_)[0]
+    assert imputer.statistics_[0] == pytest.approx(train_rows[first].median())
 
 
 def test_featurize_one_hot_ignores_unknown_and_encodes_missing(params, tiny_raw, tmp_path):
-    prepare.run(params["prepare"], tiny_raw, tmp_path / "p")
+    prepare.run(params["prepare"], tmp_path / "p", tiny_raw)
     featurize.run(params["featurize"], tmp_path / "p", tmp_path / "f")
     transformer = pd.read_pickle(tmp_path / "f/transformer.pkl")
     names = list(transformer.get_feature_names_out())
-    assert names[:4] == ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
-    row = pd.DataFrame(
-        [
-            {
-                "island": "Atlantis",
-                "bill_length_mm": float("nan"),
-                "bill_depth_mm": 17.0,
-                "flipper_length_mm": 190.0,
-                "body_mass_g": 3700.0,
-                "sex": float("nan"),
-            }
-        ]
-    )
+    numeric = [f for f in params["prepare"]["features"] if "mm" in f or f.endswith("_g")]
+    assert names[: len(numeric)] == numeric
+    row = pd.DataFrame([{**PENGUIN, "island": "Atlantis", "sex": float("nan")}])
     out = dict(zip(names, transformer.transform(row)[0], strict=True))
     assert not any(v for k, v in out.items() if k.startswith("island_"))
     assert (out["sex_missing"], out["sex_female"], out["sex_male"]) == (1.0, 0.0, 0.0)
 
 
-@pytest.mark.parametrize("estimator", ["random_forest", "gradient_boosting", "logistic_regression"])
-def test_each_estimator_is_selectable_by_name(params, tiny_raw, tmp_path, estimator):
+@pytest.mark.parametrize("estimator", estimators.names("classification"))
+def test_each_classifier_is_selectable_by_name(params, tiny_raw, tmp_path, estimator):
     train_params = {**params["train"], "estimator": estimator}
     scores = run_all(params, tiny_raw, tmp_path, train_params)
-    _, _, meta = artifact.unpack((tmp_path / "models/model.zip").read_bytes())
+    meta = read(tmp_path).metadata
     assert meta["estimator"] == estimator and meta["params"] == train_params
+    assert meta["onnx_exported"] and scores["onnx_label_agreement"] == 1.0
     assert scores["accuracy"] > 0.6
+
+
+@pytest.mark.parametrize("estimator", estimators.names("regression"))
+def test_each_regressor_is_selectable_and_gated(params, tmp_path, estimator):
+    frame = synth.table(300, 6, "regression", seed=1)
+    raw = tmp_path / "raw.csv"
+    synth.write(frame, raw)
+    train_params = {**params["train"], "estimator": estimator}
+    scores = run_all(params, raw, tmp_path, train_params, declare(frame, "target", "regression"))
+    parts = read(tmp_path)
+    assert parts.task == "regression" and parts.metadata["onnx_exported"]
+    gate = parts.metadata["onnx_gate"]
+    assert gate["limit"] == pytest.approx(gate["tolerance"] * gate["target_std"])
+    assert set(scores) == {*REGRESSION_METRICS, "n_test", "onnx_max_abs_diff"}
+    assert scores["onnx_max_abs_diff"] <= gate["limit"] and scores["r2"] > 0.3
+    plots = tmp_path / "reports/plots"
+    assert list(pd.read_csv(plots / "curves.csv").columns) == ["predicted", "residual"]
+    assert list(pd.read_csv(plots / "predictions.csv").columns) == ["actual", "predicted"]
+
+
+def test_binary_integer_labels_keep_their_type_and_score_the_positive_class(params, tmp_path):
+    frame = synth.table(300, 5, "binary", labels="integers", seed=2)
+    raw = tmp_path / "raw.parquet"
+    synth.write(frame, raw)
+    scores = run_all(params, raw, tmp_path, None, declare(frame, "target", "classification"))
+    parts = read(tmp_path)
+    assert parts.classes == [0, 1] and parts.metadata["classes"] == [0, 1]
+    assert set(pd.read_csv(tmp_path / "reports/plots/curves.csv")["class"]) == {1}
+    assert 0.5 < scores["roc_auc"] <= 1.0
 
 
 def test_artifact_is_self_contained(params, tiny_raw, tmp_path):
     run_all(params, tiny_raw, tmp_path)
-    model, schema, meta = artifact.unpack((tmp_path / "models/model.zip").read_bytes())
-    assert [f["name"] for f in schema["features"]] == params["prepare"]["features"]
-    assert meta["classes"] == ["Adelie", "Chinstrap", "Gentoo"]
+    parts = read(tmp_path)
+    assert parts.schema.names == params["prepare"]["features"]
+    assert parts.classes == params["prepare"]["columns"]["species"]["categories"]
+    meta = parts.metadata
     assert meta["training_data"]["md5"] == md5_file(tmp_path / "features/train.parquet")
     assert set(meta["libraries"]) == {"python", "scikit-learn", "numpy", "skl2onnx", "onnx"}
-    raw = pd.DataFrame([PENGUIN])
-    assert model.predict(raw)[0] == "Gentoo"
+    assert parts.sklearn_pipeline().predict(pd.DataFrame([PENGUIN]))[0] == "Gentoo"
 
 
 def test_unknown_estimator_and_bad_hyper_parameter_are_named(params, tiny_raw, tmp_path):
-    prepare.run(params["prepare"], tiny_raw, tmp_path / "p")
+    prepare.run(params["prepare"], tmp_path / "p", tiny_raw)
     featurize.run(params["featurize"], tmp_path / "p", tmp_path / "f")
-    args = (tmp_path / "f", tmp_path / "p/schema.json", tmp_path / "m.zip")
-    with pytest.raises(StageError, match="estimator is 'svm'"):
+    args = (tmp_path / "f", tmp_path / "p", tmp_path / "m.zip")
+    with pytest.raises(StageError, match="estimator 'svm' does not fit classification"):
         train.run({**params["train"], "estimator": "svm"}, *args)
+    with pytest.raises(StageError, match="estimator 'ridge' does not fit classification"):
+        train.run({**params["train"], "estimator": "ridge"}, *args)
     bad = {**params["train"], "random_forest": {"n_trees": 5}}
     with pytest.raises(StageError, match="bad hyper-parameter for random_forest"):
         train.run(bad, *args)
+    bad = {**params["train"], "random_forest": {"n_estimators": 0}}
+    with pytest.raises(StageError, match="'n_estimators' parameter of RandomForestClassifier"):
+        train.run(bad, *args)
+    with pytest.raises(StageError, match="train has unknown key\\(s\\) \\['estimators'\\]"):
+        train.run({**params["train"], "estimators": "x"}, *args)
     assert not (tmp_path / "m.zip").exists()
 
 
@@ -141,63 +179,58 @@ BAD_RAW = {
 @pytest.mark.parametrize("case", sorted(BAD_RAW))
 def test_bad_raw_data_fails_and_leaves_outputs_untouched(params, tiny_raw, tmp_path, case):
     out = tmp_path / "p"
-    prepare.run(params["prepare"], tiny_raw, out)
+    prepare.run(params["prepare"], out, tiny_raw)
     before = outputs(out)
     change, message = BAD_RAW[case]
     bad = tmp_path / "bad.csv"
     change(pd.read_csv(tiny_raw, dtype=str, keep_default_na=False)).to_csv(bad, index=False)
     with pytest.raises(StageError, match=message):
-        prepare.run(params["prepare"], bad, out)
+        prepare.run(params["prepare"], out, bad)
     assert outputs(out) == before
 
 
-def test_empty_file_is_named(params, tmp_path):
-    empty = tmp_path / "penguins.csv"
-    empty.write_bytes(b"")
-    with pytest.raises(StageError, match="penguins.csv: file is empty"):
-        prepare.run(params["prepare"], empty, tmp_path / "p")
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"", "penguins.csv: file is empty"), (b"\xff\xfe\x00garbage", "not a readable csv")],
+)
+def test_unreadable_file_is_named(params, tmp_path, content, message):
+    bad = tmp_path / "penguins.csv"
+    bad.write_bytes(content)
+    with pytest.raises(StageError, match=message):
+        prepare.run(params["prepare"], tmp_path / "p", bad)
 
 
-def test_bootstrap_checks_md5_against_the_dvc_file(tmp_path):
-    good = tmp_path / "penguins.csv.dvc"
-    good.write_text((ROOT / "data/raw/penguins.csv.dvc").read_text())
-    bootstrap.run(good)
-    assert md5_file(tmp_path / "penguins.csv") == bootstrap.pinned_md5(good)
-
-    wrong = tmp_path / "other" / "penguins.csv.dvc"
-    wrong.parent.mkdir()
-    wrong.write_text("outs:\n- md5: 0123456789abcdef0123456789abcdef\n  path: penguins.csv\n")
-    with pytest.raises(StageError, match="pins 0123456789abcdef0123456789abcdef"):
-        bootstrap.run(wrong)
-    assert not (wrong.parent / "penguins.csv").exists()
+def test_a_raw_table_must_be_csv_or_parquet(params, tmp_path):
+    with pytest.raises(StageError, match="must be .csv or .parquet"):
+        prepare.run(params["prepare"], tmp_path / "p", tmp_path / "table.xlsx")
 
 
-def other_models_graph(params, tmp_path: Path) -> dict:
+def other_models_graph(params, tmp_path: Path) -> artifact.Artifact:
     """The ONNX graph (and spec) of a 3-tree forest on the same features: a wrong graph."""
     other = {
         **params["train"],
         "random_forest": {**params["train"]["random_forest"], "n_estimators": 3},
     }
-    train.run(
-        other, tmp_path / "features", tmp_path / "prepared/schema.json", tmp_path / "other.zip"
-    )
-    return artifact.unpack((tmp_path / "other.zip").read_bytes())[2]
+    train.run(other, tmp_path / "features", tmp_path / "prepared", tmp_path / "other.zip")
+    return artifact.read((tmp_path / "other.zip").read_bytes())
 
 
-def test_onnx_parity_gate_fails_the_stage_and_keeps_reports(params, tiny_raw, tmp_path):
+def test_onnx_parity_gate_fails_evaluate_and_keeps_reports(params, tiny_raw, tmp_path):
     run_all(params, tiny_raw, tmp_path)
     reports = outputs(tmp_path / "reports")
-    # swap in the ONNX graph of another model: same inputs, different trees
-    other_meta = other_models_graph(params, tmp_path)
-    model, schema, meta = artifact.unpack((tmp_path / "models/model.zip").read_bytes())
-    meta = {k: v for k, v in meta.items() if k not in ("preprocess", "onnx")}
-    from src.stage import canonical_pickle
-
+    other = other_models_graph(params, tmp_path)  # same inputs, different trees
+    parts = read(tmp_path)
     bad = artifact.pack(
-        canonical_pickle(model), schema, meta, other_meta["preprocess"], other_meta["onnx"]
+        canonical_pickle(parts.sklearn_pipeline()),
+        parts.schema,
+        parts.metadata,
+        other.preprocess,
+        other.onnx,
     )
     (tmp_path / "models/model.zip").write_bytes(bad)
-    with pytest.raises(StageError, match="ONNX export disagrees with sklearn on 3012 rows"):
+    n_test = len(pd.read_parquet(tmp_path / "prepared/test.parquet"))
+    rows = n_test + params["train"]["onnx_parity_rows"]
+    with pytest.raises(StageError, match=f"ONNX export disagrees with sklearn on {rows} rows"):
         evaluate.run(
             params["evaluate"],
             tmp_path / "models/model.zip",
@@ -217,8 +250,8 @@ def test_unconvertible_estimator_falls_back_to_sklearn(
 
     monkeypatch.setattr(skl2onnx, "to_onnx", refuse)
     scores = run_all(params, tiny_raw, tmp_path)
-    _, _, meta = artifact.unpack((tmp_path / "models/model.zip").read_bytes())
-    assert meta["onnx"] is None
+    parts = read(tmp_path)
+    assert parts.onnx is None and parts.metadata["onnx_exported"] is False
     assert "no ONNX export (RuntimeError: Unable to find a shape calculator)" in caplog.text
     assert "onnx_max_abs_diff" not in scores
 
@@ -226,13 +259,14 @@ def test_unconvertible_estimator_falls_back_to_sklearn(
 def test_train_refuses_an_onnx_graph_that_disagrees(params, tiny_raw, tmp_path, monkeypatch):
     run_all(params, tiny_raw, tmp_path)
     before = outputs(tmp_path / "models")
-    wrong_graph = other_models_graph(params, tmp_path)["onnx"]
-    monkeypatch.setattr(onnx_export, "export", lambda estimator, n_inputs: wrong_graph)
-    with pytest.raises(StageError, match="ONNX export disagrees with sklearn on 3000 rows"):
+    wrong_graph = other_models_graph(params, tmp_path).onnx
+    monkeypatch.setattr(onnx_export, "export", lambda *args: wrong_graph)
+    rows = params["train"]["onnx_parity_rows"]
+    with pytest.raises(StageError, match=f"ONNX export disagrees with sklearn on {rows} rows"):
         train.run(
             params["train"],
             tmp_path / "features",
-            tmp_path / "prepared/schema.json",
+            tmp_path / "prepared",
             tmp_path / "models/model.zip",
         )
     assert outputs(tmp_path / "models") == before

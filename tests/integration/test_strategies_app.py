@@ -99,21 +99,31 @@ def test_slow_or_failing_shadow_never_changes_the_answer(artifacts, fault):
     with plain:
         expected = predict(plain)
     store = two_models(artifacts)
+    calls = []
 
     def slow(rows):
+        calls.append(rows)
         time.sleep(1.0)
         raise RuntimeError("should never be seen")
 
     def failing(rows):
+        calls.append(rows)
         raise RuntimeError("shadow model exploded")
 
-    store.get("candidate").backend.predict_proba = slow if fault == "slow" else failing
+    store.get("candidate").backend.predict = slow if fault == "slow" else failing
     with client_for(artifacts, SHADOW, store) as client:
         started = time.perf_counter()
         got = [predict(client) for _ in range(3)]
         elapsed = time.perf_counter() - started
+        deadline = time.monotonic() + 10
+        while len(calls) < (1 if fault == "slow" else 3) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if fault == "failing":
+            shadow = client.get("/model").json()["variants"][1]["shadow_this_worker"]
+            assert shadow["failed"] == 3 and shadow["scored"] == 0
     assert all(g == expected for g in got)
     assert elapsed < 0.5
+    assert calls and all(len(rows) == 1 for rows in calls)  # the shadow did run
 
 
 def test_full_shadow_queue_drops_and_counts(artifacts):

@@ -64,3 +64,25 @@ def test_forest_serialised_in_two_processes_gives_identical_bytes(tmp_path, peng
     assert digests[0] == digests[1] == hashlib.md5(fitted).hexdigest()
     reloaded = pickle.loads(fitted)
     np.testing.assert_array_equal(reloaded.predict_proba(x), forest.predict_proba(x))
+
+
+def test_folding_never_changes_a_value_or_its_type():
+    """Equal but differently typed or signed values are not folded into one memo entry."""
+    value = {
+        "floats": (1.0, 2.0),
+        "ints": (1, 2),
+        "negative_zero": (-0.0,),
+        "zero": (0.0,),
+        "bool": (True, 1),
+        "int": (1, True),
+        "nested": ("x", (1.5, "y")),
+        "nested_int": ("x", (1, "y")),
+    }
+    back = pickle.loads(canonical_pickle(value))
+    assert {k: repr(v) for k, v in back.items()} == {k: repr(v) for k, v in value.items()}
+
+
+def test_equal_atom_tuples_share_bytes_whatever_their_identity():
+    one = ("a" * 3, (1.0, "b"))
+    two = ("".join(["a", "aa"]), (1.0, "".join(["b"])))
+    assert canonical_pickle([one, one]) == canonical_pickle([one, two])

@@ -1,47 +1,61 @@
-"""Unit: model inputs from preprocess.json (imputation, one-hot, unknown categories)."""
+"""Unit: model inputs from preprocess.json (contract/features.py): imputation, one-hot,
+unknown categories, rows and columns read alike, and the label rule."""
 
 import numpy as np
 import pytest
 
-from api.features import FeatureBuilder
+from contract.features import FeatureBuilder
+from contract.labels import labels
+from contract.schema import ContractError
 
 SPEC = {
     "inputs": ["a", "b", "c_x", "c_y", "c_missing"],
     "numeric": [{"name": "a", "fill": 1.5}, {"name": "b", "fill": -2.0}],
     "categorical": [{"name": "c", "fill": "missing", "categories": ["x", "y", "missing"]}],
 }
+NAMES = ["c", "a", "b"]  # rows list values in schema order, which need not be the spec's
 
 
 def test_values_fills_and_one_hot():
-    rows = [{"a": 3.0, "b": 4.0, "c": "y"}, {"a": None, "b": 0.5, "c": None}]
-    out = FeatureBuilder(SPEC).matrix(rows)
+    rows = [("y", 3.0, 4.0), (None, None, 0.5)]
+    out = FeatureBuilder(SPEC, NAMES).rows(rows)
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, [[3, 4, 0, 1, 0], [1.5, 0.5, 0, 0, 1]])
 
 
 def test_unknown_category_is_all_zero():
-    out = FeatureBuilder(SPEC).matrix([{"a": 1.0, "b": 1.0, "c": "z"}])
+    out = FeatureBuilder(SPEC, NAMES).rows([("z", 1.0, 1.0)])
     np.testing.assert_array_equal(out[0, 2:], [0, 0, 0])
 
 
-def test_objects_with_attributes_are_read_like_dicts():
-    class Row:
-        def __init__(self, **kw):
-            self.__dict__.update(kw)
-
-    out = FeatureBuilder(SPEC).matrix([Row(a=2.0, b=None, c="x")])
-    np.testing.assert_array_equal(out, [[2, -2, 1, 0, 0]])
+def test_columns_give_the_rows_matrix():
+    rows = [("y", 3.0, None), (None, None, 0.5), ("z", 2.0, 1.0), ("x", np.nan, 7.0)]
+    columns = {
+        "c": np.array(["y", None, "z", "x"], dtype=object),
+        "a": np.array([3.0, np.nan, 2.0, np.nan]),
+        "b": np.array([np.nan, 0.5, 1.0, 7.0]),
+    }
+    builder = FeatureBuilder(SPEC, NAMES)
+    by_rows = builder.rows([tuple(None if v is np.nan else v for v in r) for r in rows])
+    np.testing.assert_array_equal(builder.columns(columns), by_rows)
 
 
 def test_spec_must_cover_every_input():
-    with pytest.raises(ValueError, match="3 columns for 5 inputs"):
-        FeatureBuilder({**SPEC, "numeric": [], "categorical": SPEC["categorical"]})
+    with pytest.raises(ContractError, match="3 columns for 5 inputs"):
+        FeatureBuilder({**SPEC, "numeric": []}, NAMES)
 
 
-def test_label_rule_breaks_float_ties_by_class_order_on_both_sides():
-    from api.backends import labels as api_labels
-    from src.onnx_export import labels as src_labels
+def test_spec_naming_a_column_outside_the_schema_is_refused():
+    with pytest.raises(ContractError, match=r"not in the schema: \['b'\]"):
+        FeatureBuilder(SPEC, ["c", "a"])
 
+
+def test_malformed_spec_is_a_contract_error():
+    with pytest.raises(ContractError, match="malformed"):
+        FeatureBuilder({"inputs": []}, NAMES)
+
+
+def test_label_rule_breaks_float_ties_by_class_order():
     proba = np.array(
         [
             [0.5, 0.5, 0.0],  # exact tie: first class
@@ -50,21 +64,4 @@ def test_label_rule_breaks_float_ties_by_class_order_on_both_sides():
             [0.4, 0.4000011, 0.2],  # more than 1e-6 apart: the higher one
         ]
     )
-    assert api_labels(proba).tolist() == src_labels(proba).tolist() == [0, 0, 2, 1]
-
-
-def test_service_features_equal_the_pipeline_reading_of_the_spec(artifacts):
-    """api/features.py and src/onnx_export.features read preprocess.json alike."""
-    import pandas as pd
-
-    from src import artifact
-    from src.onnx_export import features, sample_rows
-
-    _, schema, meta = artifact.unpack(artifacts["v1"])
-    rows = sample_rows(schema, 500, seed=3)
-    records = [
-        {k: (None if pd.isna(v) else v) for k, v in r.items()} for r in rows.to_dict("records")
-    ]
-    np.testing.assert_array_equal(
-        FeatureBuilder(meta["preprocess"]).matrix(records), features(meta["preprocess"], rows)
-    )
+    assert labels(proba).tolist() == [0, 0, 2, 1]

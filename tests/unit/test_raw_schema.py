@@ -14,7 +14,10 @@ def columns(params):
 
 
 def frame(**cols):
-    return pd.DataFrame(cols, dtype=object)
+    """A raw table as read from a CSV: strings, indexed by line (the header is line 1)."""
+    out = pd.DataFrame(cols, dtype=object)
+    out.index = pd.RangeIndex(2, len(out) + 2)
+    return out
 
 
 def good_rows(n=4):
@@ -38,6 +41,7 @@ def validate_default(raw, params, **over):
         p["features"],
         p["max_missing_features"],
         p["invalid_rows"],
+        p["task"],
     )
 
 
@@ -48,78 +52,148 @@ def test_parse_columns_rejects_bad_declarations():
         parse_columns({"y": {"type": "number", "min": 5, "max": 1}})
     with pytest.raises(StageError, match="'z' has type 'text'"):
         parse_columns({"z": {"type": "text"}})
+    with pytest.raises(StageError, match="'w' has unknown key\\(s\\) \\['maximum'\\]"):
+        parse_columns({"w": {"type": "number", "min": 0, "maximum": 1}})
+
+
+def test_yaml_booleans_in_a_category_list_are_named():
+    with pytest.raises(StageError, match="'smoker' lists True, which YAML read as bool; quote it"):
+        parse_columns({"smoker": {"type": "category", "categories": [True, False]}})
+
+
+def test_integer_categories_stay_integers_mixed_ones_become_strings():
+    cols = parse_columns(
+        {
+            "y": {"type": "category", "categories": [0, 1, 2]},
+            "m": {"type": "category", "categories": [1, "b"]},
+        }
+    )
+    assert cols["y"].categories == (0, 1, 2) and cols["y"].integer_coded
+    assert cols["m"].categories == ("1", "b") and not cols["m"].integer_coded
 
 
 def test_missing_column_is_named(columns):
     raw = good_rows().drop(columns=["bill_depth_mm", "sex"])
     with pytest.raises(StageError, match="missing column\\(s\\): bill_depth_mm, sex"):
-        check_structure(raw, columns)
+        check_structure(raw, columns, "line")
 
 
 def test_empty_table_is_rejected(columns):
     with pytest.raises(StageError, match="no rows"):
-        check_structure(good_rows().iloc[0:0], columns)
+        check_structure(good_rows().iloc[0:0], columns, "line")
 
 
 def test_wrong_dtype_names_column_value_and_line(columns):
     raw = good_rows()
-    raw.loc[2, "body_mass_g"] = "heavy"
+    raw.loc[4, "body_mass_g"] = "heavy"
     with pytest.raises(
         StageError, match=r"'body_mass_g' must be numeric; found 'heavy' on line\(s\) 4"
     ):
-        check_structure(raw, columns)
+        check_structure(raw, columns, "line")
 
 
 def test_numbers_are_parsed_and_missing_kept(columns):
     raw = good_rows()
-    raw.loc[0, "bill_length_mm"] = None
-    typed = check_structure(raw, columns)
+    raw.loc[2, "bill_length_mm"] = None
+    typed = check_structure(raw, columns, "line")
     assert typed["flipper_length_mm"].dtype == np.float64
-    assert np.isnan(typed.loc[0, "bill_length_mm"])
-    assert typed.loc[1, "sex"] is None
+    assert np.isnan(typed.loc[2, "bill_length_mm"])
+    assert typed.loc[3, "sex"] is None
+
+
+def test_parquet_numbers_and_integer_codes_are_taken_as_they_are(columns):
+    cols = parse_columns(
+        {
+            "n": {"type": "number", "min": 0, "max": 9},
+            "c": {"type": "category", "categories": [1, 2]},
+        }
+    )
+    raw = pd.DataFrame({"n": [1.5, np.nan], "c": [1.0, np.nan]}, index=pd.RangeIndex(1, 3))
+    typed = check_structure(raw, cols, "row")
+    assert typed["n"].tolist()[0] == 1.5 and typed["c"].tolist() == ["1", None]
 
 
 def test_unknown_target_category_always_fails(params):
     raw = good_rows()
-    raw.loc[3, "species"] = "Emperor"
+    raw.loc[5, "species"] = "Emperor"
     with pytest.raises(
         StageError, match=r"target 'species' has value\(s\) \['Emperor'\].*line\(s\) 5"
     ):
         validate_default(raw, params, invalid_rows="drop")
 
 
-def test_missing_target_fails(params):
+def test_rows_without_a_target_are_dropped_and_named(params, caplog):
+    raw = good_rows(6)
+    raw.loc[3, "species"] = None
+    out = validate_default(raw, params)
+    assert 3 not in out.index and len(out) == 5
+    assert "dropping 1 row(s) with no target: line(s) 3" in caplog.text
+
+
+def test_integer_coded_target_is_typed_and_checked_by_value(params):
     raw = good_rows()
-    raw.loc[1, "species"] = None
-    with pytest.raises(StageError, match="target 'species'.*line\\(s\\) 3"):
-        validate_default(raw, params)
+    raw["species"] = ["0", "1.0", "1", "0"]
+    declared = {
+        **params["prepare"]["columns"],
+        "species": {"type": "category", "categories": [0, 1]},
+    }
+    out = validate_default(raw, params, columns=declared)
+    assert out["species"].tolist() == [0, 1, 1, 0] and out["species"].dtype == np.int64
+    raw.loc[4, "species"] = "2"
+    with pytest.raises(StageError, match=r"value\(s\) \['2'\] outside \[0, 1\] on line\(s\) 4"):
+        validate_default(raw, params, columns=declared)
+
+
+def test_target_must_fit_the_task(params):
+    with pytest.raises(StageError, match="regression needs target 'species' declared a number"):
+        validate_default(good_rows(), params, task="regression")
+    with pytest.raises(StageError, match="task is 'ranking'"):
+        validate_default(good_rows(), params, task="ranking")
 
 
 def test_rows_missing_too_many_features_are_dropped(params):
     raw = good_rows()
-    for col in ["bill_length_mm", "bill_depth_mm", "flipper_length_mm"]:
-        raw.loc[0, col] = None
+    for col in ["bill_depth_mm", "flipper_length_mm", "body_mass_g"]:
+        raw.loc[2, col] = None
     out = validate_default(raw, params, max_missing_features=2)
-    assert list(out.index) == [1, 2, 3]
+    assert list(out.index) == [3, 4, 5]
     kept = validate_default(raw, params, max_missing_features=3)
     assert len(kept) == 4
 
 
 def test_out_of_range_row_dropped_or_fails_by_rule(params):
     raw = good_rows()
-    raw.loc[1, "body_mass_g"] = "99999"
-    raw.loc[2, "island"] = "Atlantis"
+    raw.loc[3, "body_mass_g"] = "99999"
+    raw.loc[4, "island"] = "Atlantis"
     out = validate_default(raw, params, invalid_rows="drop")
-    assert list(out.index) == [0, 3]
+    assert list(out.index) == [2, 5]
     with pytest.raises(StageError, match="'island' is out of its declared domain on line\\(s\\) 4"):
         validate_default(raw, params, invalid_rows="fail")
 
 
 def test_non_nullable_feature_missing_is_invalid(params):
-    raw = good_rows()
-    raw.loc[0, "island"] = None
+    raw = good_rows(6)
+    raw.loc[2, "island"] = None
     out = validate_default(raw, params)
-    assert 0 not in out.index
+    assert 2 not in out.index and len(out) == 5
+
+
+def test_constant_or_empty_feature_is_refused_by_name(params):
+    raw = good_rows()
+    raw["island"] = "Dream"
+    with pytest.raises(StageError, match="column 'island' is constant \\('Dream'\\)"):
+        validate_default(raw, params)
+    raw = good_rows()
+    raw["bill_depth_mm"] = None
+    with pytest.raises(StageError, match="column 'bill_depth_mm' has no values left"):
+        validate_default(raw, params, max_missing_features=5)
+
+
+def test_a_single_class_left_is_refused(params):
+    raw = good_rows()
+    raw["species"] = "Adelie"
+    with pytest.raises(StageError, match="target 'species' has a single value \\('Adelie'\\)"):
+        validate_default(raw, params)
 
 
 def test_output_has_features_then_target(params):
@@ -132,3 +206,5 @@ def test_bad_params_named(params):
         validate_default(good_rows(), params, invalid_rows="ignore")
     with pytest.raises(StageError, match="not declared in columns: wingspan"):
         validate_default(good_rows(), params, features=["island", "wingspan"])
+    with pytest.raises(StageError, match="must not include the target"):
+        validate_default(good_rows(), params, features=["island", "species"])
