@@ -26,6 +26,11 @@ setup: $(VENV)/.installed-dev  ## create .venv with the pinned dependencies
 data: setup  ## the raw table params.yaml names: work tree, else the default remote, else the packaged example (md5-checked)
 	$(BIN)/python -m tools.data
 
+init: setup  ## DATA=<csv or parquet> TARGET=<column> [TASK=classification|regression]: track a table, infer params
+	@test -n "$(DATA)" -a -n "$(TARGET)" || \
+	  { echo "usage: make init DATA=<csv or parquet> TARGET=<column> [TASK=classification|regression]" >&2; exit 2; }
+	$(BIN)/python -m src.init "$(DATA)" "$(TARGET)" $(if $(TASK),--task "$(TASK)")
+
 pipeline: data .dvc/plots-page.html  ## pull what the default remote holds, reproduce the rest
 	$(DVC) pull --allow-missing
 	$(DVC) repro
