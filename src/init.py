@@ -75,7 +75,8 @@ def prepare_section(table: Path, target: str, found: Inferred, old: dict[str, An
         columns[_scalar(name)] = _flow(declaration)
     section["columns"] = columns
     features = CommentedSeq(_scalar(f) for f in found.features)
-    features.fa.set_flow_style()
+    if sum(len(str(f)) + 2 for f in found.features) < 80:
+        features.fa.set_flow_style()
     section["features"] = features
     section["max_missing_features"] = len(found.features) - 1
     for key, default in KEPT.items():
@@ -102,10 +103,18 @@ def params_text(params_file: Path, section: CommentedMap, name: str, description
     rt = YAML()
     rt.width = 100
     rt.indent(mapping=2, sequence=4, offset=2)
+    rt.representer.add_representer(
+        type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null")
+    )
     doc = rt.load(params_file.read_text()) if params_file.exists() else CommentedMap()
     doc = doc if doc is not None else CommentedMap()
     doc["artifact"] = CommentedMap(name=name, description=_scalar(description))
     doc["prepare"] = section
+    keys = list(doc)
+    for replaced in ("artifact", "prepare"):  # a blank line after each replaced section
+        following = keys.index(replaced) + 1
+        if following < len(keys):
+            doc.yaml_set_comment_before_after_key(keys[following], before="\n")
     buf = io.StringIO()
     rt.dump(doc, buf)
     return buf.getvalue().encode()

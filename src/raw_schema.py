@@ -7,6 +7,7 @@ Rows are named by where they sit in the file (the frame's index, see src/tables.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,11 +93,12 @@ def parse_columns(spec: Any) -> dict[str, Column]:
         elif kind == "number":
             lo, hi = decl.get("min"), decl.get("max")
             try:
-                ok = lo is not None and hi is not None and float(lo) < float(hi)
+                bounds = float(lo), float(hi)  # the artifact's schema takes finite bounds
+                ok = all(map(math.isfinite, bounds)) and bounds[0] < bounds[1]
             except (TypeError, ValueError):
                 ok = False
             if not ok:
-                raise StageError(f"params: column '{name}' needs numeric min < max")
+                raise StageError(f"params: column '{name}' needs numeric min < max, both finite")
             columns[name] = Column(name, kind, nullable, min=float(lo), max=float(hi))
         else:
             raise StageError(f"params: column '{name}' has type {kind!r}; use number or category")
