@@ -158,6 +158,13 @@ def run(data: Path, target: str, task: str | None, params_file: Path = PARAMS_FI
     dvc_add(table)
     write_outputs({params_file: text})
     report(table, target, found, name)
+    previous = Path(str(old.get("data", "")))
+    if old.get("data") and previous != table and Path(f"{previous}.dvc").exists():
+        log.info(
+            "%s stays tracked by DVC; `git rm %s.dvc` when it is no longer needed",
+            previous,
+            previous,
+        )
 
 
 def report(table: Path, target: str, found: Inferred, name: str) -> None:

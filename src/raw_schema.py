@@ -233,10 +233,15 @@ def validate(
     """Apply the schema and the row rules; return the clean table of features and target."""
     if task not in TASKS:
         raise StageError(f"params: task is {task!r}; use {' or '.join(TASKS)}")
+    if not isinstance(target, str):
+        raise StageError(f"params: target must be one column name, got {target!r}")
     if target not in columns:
         raise StageError(f"params: target '{target}' is not a declared column")
     if not isinstance(features, list) or not features:
         raise StageError("params: features must list at least one column")
+    odd = [f for f in features if not isinstance(f, str)]
+    if odd:
+        raise StageError(f"params: features must list column names as strings, got {odd[0]!r}")
     undeclared = [f for f in features if f not in columns]
     if undeclared:
         raise StageError(f"params: feature(s) not declared in columns: {', '.join(undeclared)}")
@@ -244,7 +249,11 @@ def validate(
         raise StageError("params: features must be distinct and must not include the target")
     if invalid_rows not in ("drop", "fail"):
         raise StageError(f"params: invalid_rows is {invalid_rows!r}; use drop or fail")
-    if not isinstance(max_missing_features, int) or max_missing_features < 0:
+    if (
+        not isinstance(max_missing_features, int)
+        or isinstance(max_missing_features, bool)
+        or max_missing_features < 0
+    ):
         raise StageError("params: max_missing_features must be a whole number >= 0")
 
     used = {name: columns[name] for name in [*features, target]}
