@@ -47,8 +47,8 @@ test: data lint browser .dvc/plots-page.html  ## set up, then lint and the whole
 reload:  ## zero-downtime reload of serving.yaml (gunicorn HUP: new workers, old ones drain)
 	kill -HUP $$(cat $${LOCKSERVE_PIDFILE:-.lockserve/gunicorn.pid})
 
-deploy: $(VENV)/.installed-api  ## deploy host: api deps only, fetch + verify the pinned model, serve
-	$(BIN)/gunicorn -c api/gunicorn_conf.py api.main:app
+deploy: $(VENV)/.installed-api  ## deploy host: api deps only, fetch + verify the model LOCKSERVE_REV (HEAD) pins, serve
+	LOCKSERVE_REV=$${LOCKSERVE_REV:-HEAD} $(BIN)/gunicorn -c api/gunicorn_conf.py api.main:app
 
 s3-up: setup  ## start a local SeaweedFS S3 server (state in .s3-local/); prints the env to export
 	$(BIN)/python -m tools.seaweedfs up .s3-local

@@ -27,10 +27,10 @@ def artifact():
 
 @pytest.mark.parametrize("backend", [OnnxBackend, SklearnBackend], ids=["onnx", "sklearn"])
 @pytest.mark.parametrize("rows", [1, 1000])
-def test_predict_proba(benchmark, artifact, backend, rows):
+def test_predict(benchmark, artifact, backend, rows):
     predictor = backend(artifact)
-    batch = [PENGUIN] * rows
-    result = benchmark(predictor.predict_proba, batch)
+    batch = [tuple(PENGUIN[name] for name in artifact.schema.names)] * rows
+    result = benchmark(predictor.predict, batch)
     assert result.shape == (rows, 3)
 
 

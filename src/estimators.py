@@ -59,7 +59,7 @@ def names(task: str) -> list[str]:
 def build(params: dict[str, Any], task: str) -> Any:
     """The estimator ``params['estimator']`` names for ``task``, with its hyper-parameters."""
     name = params.get("estimator")
-    if name not in ESTIMATORS or task not in ESTIMATORS[name]:
+    if not isinstance(name, str) or name not in ESTIMATORS or task not in ESTIMATORS[name]:
         raise StageError(
             f"params: estimator {name!r} does not fit {task}; use one of {', '.join(names(task))}"
         )

@@ -83,8 +83,8 @@ def run(
     unknown = set(params) - KEYS
     if unknown:
         raise StageError(f"params: evaluate has unknown key(s) {sorted(unknown)}")
-    if not isinstance(params.get("seed"), int):
-        raise StageError("params: evaluate.seed must be an integer")
+    if not isinstance(params.get("seed"), int) or not 0 <= params["seed"] < 2**32:
+        raise StageError("params: evaluate.seed must be an integer from 0 to 2**32 - 1")
     points = _positive_int(params, "roc_points")
     try:
         parts = artifact.read(model_path.read_bytes())

@@ -34,10 +34,22 @@ class StageError(Exception):
 
 def load_params(section: str, path: Path = PARAMS_FILE) -> dict[str, Any]:
     """Return one stage's section of ``params.yaml``; a stage never reads another's."""
-    with open(path) as fh:
-        params = yaml.safe_load(fh) or {}
-    if section not in params:
+    try:
+        with open(path, encoding="utf-8") as fh:  # YAML is UTF-8
+            params = yaml.safe_load(fh) or {}
+    except yaml.YAMLError as exc:  # its message spans lines and quotes the text
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise StageError(f"{path}: not valid YAML{at}: {problem}") from None
+    except UnicodeDecodeError as exc:
+        raise StageError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if not isinstance(params, dict) or section not in params:
         raise StageError(f"{path}: no '{section}' section")
+    if not isinstance(params[section], dict):
+        raise StageError(
+            f"{path}: '{section}' must map names to values, got {params[section]!r:.80}"
+        )
     return params[section]
 
 

@@ -47,7 +47,7 @@ def gate_limit(params: dict[str, Any], task: str, y: np.ndarray) -> tuple[float,
     """The parity limit: ``onnx_tolerance`` on probabilities, or times the target's standard
     deviation on values (regression). Returns the limit and that deviation."""
     tolerance = params.get("onnx_tolerance")
-    if not isinstance(tolerance, float | int) or tolerance <= 0:
+    if not isinstance(tolerance, float | int) or not 0 < tolerance < np.inf:  # NaN fails too
         raise StageError("params: train.onnx_tolerance must be a positive number")
     if task == "classification":
         return float(tolerance), None

@@ -23,7 +23,6 @@ pytestmark = pytest.mark.system
 NAME = "penguin-classifier"
 PENGUIN = {
     "island": "Dream",
-    "bill_length_mm": 45.0,
     "bill_depth_mm": 17.0,
     "flipper_length_mm": 195.0,
     "body_mass_g": 3900.0,
@@ -57,7 +56,7 @@ def workstation(tmp_path_factory, s3):
         ("secret_access_key", s3.secret_key),
     ):
         dvc("remote", "modify", "--local", "s3", key, value, cwd=repo)
-    run([sys.executable, "-m", "src.bootstrap"], cwd=repo)
+    run([sys.executable, "-m", "tools.data"], cwd=repo)
     dvc("repro", "-q", cwd=repo)
     run(["git", "tag", "t1"], cwd=repo)
     commit_with_trees(repo, 10, "t2")
@@ -147,7 +146,8 @@ def test_each_rev_serves_its_own_model(host, workstation, s3, tmp_path):
         assert body["model"] == {"variant": "default", "name": NAME, "md5": md5, "rev": tag}
         data = (host / ".dvc/cache/files/md5" / md5[:2] / md5[2:]).read_bytes()
         artifact = load(data, md5)
-        direct = OnnxBackend(artifact).predict_proba([PENGUIN])[0].tolist()
+        row = tuple(PENGUIN[name] for name in artifact.schema.names)
+        direct = OnnxBackend(artifact).predict([row])[0].tolist()
         assert list(body["predictions"][0]["probabilities"].values()) == direct
         seen[tag] = md5
     assert seen["t1"] != seen["t2"]

@@ -17,7 +17,6 @@ pytestmark = pytest.mark.system
 
 PENGUIN = {
     "island": "Dream",
-    "bill_length_mm": 49.0,
     "bill_depth_mm": 18.5,
     "flipper_length_mm": 195.0,
     "body_mass_g": 3700.0,
@@ -32,7 +31,7 @@ def test_gunicorn_serves_the_pinned_model(model_repo, artifacts, tmp_path):
         status, body = http("POST", server.base + "/predict", {"instances": [PENGUIN] * 3})
         assert status == 200 and len(body["predictions"]) == 3
         assert body["model"]["md5"] == hashlib.md5(artifacts["v2"]).hexdigest()
-        assert http("GET", server.base + "/model")[1]["rev"] == "HEAD"
+        assert http("GET", server.base + "/model")[1]["rev"] == "workspace"
         status, error = http("POST", server.base + "/predict", {"instances": [{"x": 1}]})
         assert status == 422 and error["error"]["code"] == "invalid_request"
         logs = json_lines(server.output())
