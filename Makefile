@@ -9,7 +9,7 @@ DVC    := $(BIN)/dvc
 export PATH := $(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data init pipeline run serve test lint push pull lock clean bench bench-tools deploy s3-up s3-down reload browser
+.PHONY: help setup data init pipeline run serve test lint push pull lock clean bench bench-pipeline bench-tools deploy s3-up s3-down reload browser
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -71,6 +71,9 @@ bench-tools:  ## Apache Bench (ab) from Debian's apache2-utils, if missing
 
 bench: pipeline bench-tools  ## load test vs the lecture's Flask baseline; writes bench/results and README
 	$(BIN)/python -m bench.run
+
+bench-pipeline: setup  ## dvc repro at 100k and 1M rows (ROWS="..." for others) vs the bare fit; writes bench/results and README
+	$(BIN)/python -m bench.pipeline $(if $(ROWS),--rows $(ROWS))
 
 lint: setup  ## ruff: lint and format check
 	$(BIN)/ruff check src api contract tests bench tools

@@ -1,1 +1,2 @@
-"""Benchmarks: load tests against real servers; results in bench/results/."""
+"""Benchmarks: load tests against real servers, and the pipeline at scale; results in
+bench/results/."""

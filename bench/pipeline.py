@@ -53,7 +53,7 @@ RAW = Path("data/raw/synth.csv")
 TARGET = "target"
 TASKS = {"binary": "classification", "multiclass": "classification", "regression": "regression"}
 MARGIN = 0.1  # declared number ranges: the seen range widened by this share on each side
-POLL_S = 0.05
+POLL_S = 0.1
 TARGET_ROWS = 1_000_000
 README_START, README_END = "<!-- bench-pipeline:start -->", "<!-- bench-pipeline:end -->"
 README_AFTER = "### Benchmarks"
@@ -394,8 +394,10 @@ def table(result: dict[str, Any]) -> str:
             f"{c['dvc_own_s']:.1f} s (its start-up, hashing, cache copies, dvc.lock; peak RSS "
             f"{c['dvc_rss_mb']} MB); bare fit: {b['estimator']} on {b['rows']:,} rows × "
             f"{b['inputs']} inputs, {b['fit_s']:.1f} s, peak RSS {b['peak_rss_mb']} MB; "
-            f"`dvc add` of the {c['table_mb']:.0f} MB CSV {c['dvc_add_s']:.1f} s (not in "
-            f"`dvc repro`); test {metric}."
+            f"CPU time: `dvc repro` {c['repro_cpu_s']:.0f} s (every process), bare fit "
+            f"{b['fit_cpu_s']:.0f} s; load average {c['load_before']:.1f} before `dvc repro`, "
+            f"{c['load_after']:.1f} after; `dvc add` of the {c['table_mb']:.0f} MB CSV "
+            f"{c['dvc_add_s']:.1f} s (not in `dvc repro`); test {metric}."
         )
     at_target = [c for c in cases if c["rows"] == TARGET_ROWS]
     for c in at_target:
@@ -417,12 +419,19 @@ def write(result: dict[str, Any]) -> str:
     meta = result["meta"]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "pipeline.json").write_text(json.dumps(result, indent=2) + "\n")
+    largest = max((c["rows"] for c in result["cases"]), default=0)
+    skipped = (
+        ""
+        if largest >= 10 * TARGET_ROWS
+        else ' 10M rows is not in this run (`make bench-pipeline ROWS="100000 1000000 '
+        '10000000"` adds it).'
+    )
     text = (
         f"{table(result)}\n\nStage cells: the stage's own time and peak RSS (its log line); "
-        f"DVC share: `dvc repro` wall time minus the stages' own time. Default params "
-        f"(random_forest, 100 trees, max_leaf_nodes 1000, n_jobs -1), {meta['features']} "
-        f"features, CSV raw table; {meta['cores']} cores, DVC {meta['dvc']}, scikit-learn "
-        f"{meta['sklearn']}, {meta['date']}."
+        f"DVC share: `dvc repro` wall time minus the stages' own time. params.yaml's train "
+        f"section ({meta['train']}), {meta['features']} features, CSV raw table; "
+        f"{meta['cores']} cores, DVC {meta['dvc']}, scikit-learn "
+        f"{meta['sklearn']}, {meta['date']}.{skipped}"
     )
     (RESULTS / "pipeline.md").write_text(text + "\n")
     readme = ROOT / "README.md"
@@ -486,33 +495,47 @@ def main() -> None:
         parser.error("--workdir must be outside the work tree")
     plan = [(rows, args.task) for rows in args.rows]
     plan += [(rows, "regression") for rows in args.regression_rows if args.task != "regression"]
-    cases = []
+    plan.sort(key=lambda case: (case[0], case[1] == "regression"))  # smallest first
+    result: dict[str, Any] = {"meta": meta(args.features), "cases": []}
     try:
         for rows, task in plan:
             case = bench_case(rows, args.features, task, workdir)
             if rows == TARGET_ROWS:
                 case["targets"] = targets(case)
-            cases.append(case)
+            result["cases"].append(case)
+            write(result)  # after each size: a later failure keeps the figures so far
             if not args.keep:
                 shutil.rmtree(workdir / f"{task}-{rows}")
     finally:
         if not args.keep and args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    version = subprocess.run(
-        ["dvc", "--version"], env=child_env(), capture_output=True, text=True, check=True
-    )
+    log.info("%s", write(result))
+
+
+def meta(features: int) -> dict[str, Any]:
+    """The machine and the versions the figures come from."""
     import sklearn
 
-    meta = {
+    dvc = subprocess.run(
+        ["dvc", "--version"], env=child_env(), capture_output=True, text=True, check=True
+    )
+    return {
         "date": time.strftime("%Y-%m-%d"),
         "cores": os.cpu_count(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30),
         "python": platform.python_version(),
-        "dvc": version.stdout.strip(),
+        "dvc": dvc.stdout.strip(),
         "sklearn": sklearn.__version__,
-        "features": args.features,
+        "features": features,
+        "train": _estimator(yaml.safe_load((ROOT / "params.yaml").read_text())["train"]),
     }
-    log.info("%s", write({"meta": meta, "cases": cases}))
+
+
+def _estimator(train: dict[str, Any]) -> str:
+    """``random_forest n_estimators=100 ... n_jobs=-1``: the estimator train fits."""
+    name = train["estimator"]
+    hyper = " ".join(f"{k}={v}" for k, v in (train.get(name) or {}).items())
+    return f"{name} {hyper} n_jobs={train['n_jobs']}".replace("  ", " ")
 
 
 if __name__ == "__main__":

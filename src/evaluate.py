@@ -111,8 +111,8 @@ def run(
         gate = metadata["onnx_gate"]
         sampled = onnx_export.sample_rows(schema, int(gate["rows"]), params["seed"], pool=x)
         rows = pd.concat([x, sampled], ignore_index=True)
-        checked = onnx_export.parity(
-            model, parts.onnx, parts.preprocess, schema, rows, float(gate["limit"])
+        checked = onnx_export.parity(  # sklearn's answers on the split: `output`, not again
+            model, parts.onnx, parts.preprocess, schema, rows, float(gate["limit"]), output
         )
         figures["onnx_max_abs_diff"] = checked["max_abs_diff"]
         if task == "classification":

@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
@@ -94,11 +95,19 @@ def check_input_names(transformer: ColumnTransformer, target: str) -> None:
         taken[name] = origin
 
 
-def transform(transformer: ColumnTransformer, frame: pd.DataFrame, target: str) -> pd.DataFrame:
-    """Transformed features as a frame with named columns, the target last."""
-    features = pd.DataFrame(
-        transformer.transform(frame), columns=transformer.get_feature_names_out()
-    ).astype("float64")
+def transform(
+    transformer: ColumnTransformer,
+    frame: pd.DataFrame,
+    target: str,
+    transformed: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Transformed features as a frame with named columns, the target last. ``transformed``:
+    the transformer's output for ``frame`` when the caller has it already (fit_transform)."""
+    if transformed is None:
+        transformed = transformer.transform(frame)
+    features = pd.DataFrame(transformed, columns=transformer.get_feature_names_out()).astype(
+        "float64"
+    )
     features[target] = frame[target].to_numpy()
     return features
 
@@ -109,9 +118,10 @@ def run(params: dict[str, Any], prepared: Path = PREPARED, out_dir: Path = OUT) 
     categorical = [f.name for f in schema.features if f.type == "category"]
     train = categorical_as_object(pd.read_parquet(prepared / "train.parquet"), categorical)
     log.info("read %s: %d train rows", prepared, len(train))
-    transformer = build_transformer(schema, params).fit(train[schema.names])
+    transformer = build_transformer(schema, params)
+    fitted = transformer.fit_transform(train[schema.names])  # one pass: fit, then its output
     check_input_names(transformer, schema.target)
-    train_x = transform(transformer, train, schema.target)
+    train_x = transform(transformer, train, schema.target, fitted)
     log.info("%d raw features -> %d model inputs", len(schema.names), train_x.shape[1] - 1)
     write_outputs(
         {

@@ -68,6 +68,8 @@ def number_declaration(parsed: pd.Series, nullable: bool) -> dict[str, Any]:
     lo, hi = float(parsed.min()), float(parsed.max())
     span = hi - lo if hi > lo else max(abs(lo), 1.0)
     low, high = _nice(lo - MARGIN * span, True), _nice(hi + MARGIN * span, False)
+    if lo >= 0 > low:  # a column never negative (counts, amounts) stays so
+        low = 0.0
     if not low < high:
         low, high = lo - 1.0, hi + 1.0
     return {"type": "number", "min": low, "max": high, "nullable": nullable}

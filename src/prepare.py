@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
@@ -49,18 +50,24 @@ def split(
             raise StageError(
                 f"class(es) with fewer than 2 rows cannot be split: {list(rare.index)}"
             )
+    # Split row positions, stratified by class codes in the labels' sorted order: the split
+    # sklearn makes from the frame and its labels, without taking every column twice or
+    # sorting the label strings.
+    codes = pd.factorize(frame[target], sort=True)[0] if stratify else None
     try:
-        train, test = train_test_split(
-            frame,
-            test_size=test_size,
-            random_state=seed,
-            stratify=frame[target] if stratify else None,
+        train_at, test_at = train_test_split(
+            np.arange(len(frame)), test_size=test_size, random_state=seed, stratify=codes
         )
     except ValueError as exc:
         raise StageError(
             f"cannot split {len(frame)} rows with test_size={test_size}: {exc}"
         ) from None
-    return train.sort_index(), test.sort_index()
+    index = frame.index.to_numpy()
+    # each side in index order (where its rows sit in the file), as sort_index() orders it
+    train, test = (
+        frame.iloc[at[np.argsort(index[at], kind="stable")]] for at in (train_at, test_at)
+    )
+    return train, test
 
 
 def schema_document(
@@ -103,8 +110,9 @@ def run(params: dict[str, Any], out_dir: Path = OUT, raw_path: Path | None = Non
         task,
         unit,
     )
-    if not isinstance(params["seed"], int):
-        raise StageError("params: prepare.seed must be an integer")
+    seed = params["seed"]
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        raise StageError("params: prepare.seed must be an integer from 0 to 2**32 - 1")
     classification = task == "classification"
     train, test = split(clean, target, params["test_size"], params["seed"], classification)
     empty = [f for f in features if train[f].isna().all()]

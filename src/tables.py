@@ -7,6 +7,7 @@ line, the header being line 1; parquet: its row number from 1) so errors can poi
 
 from __future__ import annotations
 
+import csv
 import logging
 from pathlib import Path
 from typing import Any
@@ -50,11 +51,18 @@ def read_raw(path: Path) -> tuple[pd.DataFrame, str]:
                 raise StageError(f"{path}: file is empty") from None
             first = "no columns found"
         raise StageError(f"{path}: not a readable {path.suffix[1:]} table: {first}") from None
-    dupes = frame.columns[frame.columns.duplicated()].tolist()
+    names = header(path) if unit == "line" else [str(c) for c in frame.columns]
+    dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise StageError(f"{path}: column name(s) repeated: {dupes}")
     log.info("read %s: %d rows, %d columns", path, len(frame), len(frame.columns))
     return frame, unit
+
+
+def header(path: Path) -> list[str]:
+    """A CSV file's column names as written (the reader renames a repeated one to ``a.1``)."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        return next(csv.reader(fh), [])
 
 
 def categorical_as_object(frame: pd.DataFrame, categorical: list[str]) -> pd.DataFrame:

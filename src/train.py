@@ -2,8 +2,8 @@
 
 Reads data/features/ (transformed training split and fitted transformer), the input schema
 and raw training split (data/prepared/) and the ``train`` params; writes models/model.zip
-(contract.artifact): the sklearn pipeline, and its ONNX graph once it has passed the parity
-gate against sklearn.
+(contract.artifact): the sklearn pipeline, and its ONNX graph if it passes the parity gate
+against sklearn (a graph that does not is left out, with one log line: sklearn answers).
 """
 
 from __future__ import annotations
@@ -119,10 +119,17 @@ def run(
             [f.name for f in schema.features if f.type == "category"],
         )
         sample = onnx_export.sample_rows(schema, rows, seed=0, pool=raw)
-        gate = onnx_export.parity(predictor, onnx_bytes, preprocess, schema, sample, limit)
-        metadata["onnx_gate"] = {**gate, "tolerance": params["onnx_tolerance"], "limit": limit}
+        metadata["onnx_gate"] = {"tolerance": params["onnx_tolerance"], "limit": limit}
         if spread is not None:
             metadata["onnx_gate"]["target_std"] = spread
+        try:
+            gate = onnx_export.parity(predictor, onnx_bytes, preprocess, schema, sample, limit)
+        except StageError as exc:  # e.g. values float32 cannot carry: sklearn answers instead
+            log.warning("%s; the artifact serves with sklearn only", exc)
+            onnx_bytes, metadata["onnx_exported"] = None, False
+            metadata["onnx_gate"]["refused"] = str(exc)
+        else:
+            metadata["onnx_gate"].update(gate)
     packed = artifact.pack(canonical_pickle(predictor), schema, metadata, preprocess, onnx_bytes)
     write_outputs({out: packed})
 

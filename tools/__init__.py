@@ -1,1 +1,2 @@
-"""Developer tools: a local S3-compatible server for tests and trying the s3 remote."""
+"""Developer tools: the raw table in place (`make data`), synthetic tables, a local
+S3-compatible server, and the offline page for `dvc plots show`."""

@@ -96,6 +96,7 @@ ANOMALIES = (
     "ragged_row",
     "empty_file",
     "broken_params_yaml",
+    "nested_values",
 )
 CLASS_ANOMALIES = {
     "single_row_class",
@@ -121,6 +122,7 @@ class Case:
     ask: int = 1  # test rows sent in one /predict request
     must_train: bool = False
     anomalies: tuple[str, ...] = ()
+    target: str = "target"
 
 
 def hyper_parameters(estimator: str, size: int, pick: int) -> dict[str, Any]:
@@ -309,7 +311,7 @@ def make_case(
     }
     if mutation is not None:
         MUTATIONS[mutation](params, rng)
-    return Case(frame, params, fmt, backend, fast_path, ask, must_train, anomalies)
+    return Case(frame, params, fmt, backend, fast_path, ask, must_train, anomalies, target)
 
 
 def _first_category(params: dict[str, Any]) -> dict[str, Any] | None:
@@ -454,13 +456,13 @@ def cases(draw: st.DrawFn) -> Case:
     n_rows = draw(st.integers(12, 60) if wide else st.integers(12, 150))
     if task != "regression":  # enough rows for every class on both sides, as a rule
         n_rows = max(n_rows, 3 * n_classes + math.ceil(n_classes / test_size))
-    n_anomalies = draw(st.sampled_from((0, 0, 0, 1, 1, 2)))
+    n_anomalies = draw(st.sampled_from((0, 0, 0, 0, 1, 1, 2)))
     anomalies = tuple(
         draw(st.lists(st.sampled_from(ANOMALIES), min_size=n_anomalies, max_size=n_anomalies))
     )
     if "missing_values" not in anomalies and draw(st.booleans()):
         anomalies += ("missing_values",)
-    mutation = draw(st.sampled_from(sorted(MUTATIONS))) if draw(st.integers(0, 4)) == 0 else None
+    mutation = draw(st.sampled_from(sorted(MUTATIONS))) if draw(st.integers(0, 5)) == 0 else None
     classification = "classification" if task != "regression" else "regression"
     return make_case(
         task,
@@ -497,10 +499,10 @@ def write_raw(case: Case, root: Path) -> Path:
         path.write_bytes(b"")
         return path
     if case.fmt == "csv":
+        # problems only a CSV file can have (and nested_values only a parquet file)
         text = case.frame.to_csv(index=False, lineterminator="\n")
         if "ragged_row" in case.anomalies:
             text += "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24\n"
-        # problems only a CSV file can have
         if "excel_csv" in case.anomalies:  # a byte order mark and CRLF line ends
             path.write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
         elif "latin1_csv" in case.anomalies:  # an extra column whose text is not UTF-8
@@ -511,9 +513,7 @@ def write_raw(case: Case, root: Path) -> Path:
             path.write_bytes(text.encode())
         return path
     frame = case.frame.copy()
-    for name, decl in case.params["prepare"]["columns"].items():
-        if name not in frame.columns or not isinstance(decl, dict):
-            continue
+    for name in frame.columns:
         values = frame[name]
         present = values.dropna()
         if all(type(v) is float for v in present):
@@ -522,8 +522,9 @@ def write_raw(case: Case, root: Path) -> Path:
             frame[name] = values.astype("Int64")  # integer codes as integers
         else:
             frame[name] = values.map(lambda v: None if v is None else str(v)).astype(object)
-    if "year" in frame.columns:
-        frame["year"] = frame["year"].astype("string")
+    if "nested_values" in case.anomalies:  # a list in every cell of one column, as Spark writes
+        for name in [c for c in frame.columns if c not in (case.target, "year")][:1]:
+            frame[name] = case.frame[name].map(lambda v: None if v is None else [str(v)])
     frame.to_parquet(path, index=False)
     return path
 
@@ -595,9 +596,13 @@ def check_serving(case: Case, root: Path) -> str:
     settings_ = Settings(backend=case.backend, fast_path=case.fast_path)
     with TestClient(create_app(settings_, store)) as client:
         response = client.post("/predict", json={"instances": instances})
+        described = client.get("/model")
+        assert client.get("/openapi.json").status_code == 200
+    md5 = hashlib.md5(data).hexdigest()
+    assert described.status_code == 200 and described.json()["md5"] == md5, described.text
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["model"]["md5"] == hashlib.md5(data).hexdigest()
+    assert body["model"]["md5"] == md5
     answers = body["predictions"]
     assert len(answers) == len(test)
     if schema.task == "classification":
@@ -656,6 +661,7 @@ def explicit_examples() -> list[Case]:
                 anomalies=(anomaly,),
                 estimator=estimator,
                 integer_labels=anomaly == "integer_labels_as_floats",
+                fmt="parquet" if anomaly == "nested_values" else "csv",
             )
         )
     for i, mutation in enumerate(sorted(MUTATIONS)):
