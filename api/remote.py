@@ -76,8 +76,8 @@ def fetch(
             raise RemoteError(f"{label}: {exc}") from None
         _probe(store.fs, store.path, label, attempts, backoff_s)
         try:
-            if commit is None:
-                repo.fetch(targets=[path], remote=name)
+            if commit is None:  # the work tree: a target is a path from the current directory
+                repo.fetch(targets=[str(Path(repo.root_dir) / path)], remote=name)
             else:
                 repo.fetch(targets=[path], revs=[commit], workspace=False, remote=name)
         except DvcException as exc:

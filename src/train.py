@@ -81,6 +81,10 @@ def run(
     except ValueError as exc:
         message = " ".join(str(exc).split())
         raise StageError(f"fitting {params['estimator']} failed: {message}") from None
+    if "n_jobs" in estimator.get_params():
+        # Threads add up a forest's trees in varying order, so the last bits of a prediction
+        # would vary from run to run; one job predicts in tree order, the same every time.
+        estimator.set_params(n_jobs=1)
     # Model inputs are float32 on both paths (the ONNX graph takes float32), so the pickled
     # pipeline and the graph compare the same numbers with the same thresholds.
     as_float32 = FunctionTransformer(np.asarray, kw_args={"dtype": np.float32})

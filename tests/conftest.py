@@ -174,12 +174,11 @@ artifacts:
 """
 
 
-@pytest.fixture(scope="session")
-def model_repo_template(tmp_path_factory, artifacts) -> Path:
-    """A git + DVC repo whose dvc.lock pins v1 (tag v1) then v2 (tag v2, HEAD), both pushed."""
-    base = tmp_path_factory.mktemp("model-repo")
+def pinned_repo(base: Path, versions: dict[str, bytes]) -> Path:
+    """A git + DVC repo under ``base`` whose dvc.lock pins each artifact in turn (tagged with
+    its key, the last one at HEAD), every one pushed to the local remote ``base/remote``."""
     repo, remote = base / "repo", base / "remote"
-    repo.mkdir()
+    repo.mkdir(parents=True)
     for cmd in (
         ["git", "init", "-q", "-b", "main"],
         ["git", "config", "user.email", "t@example.com"],
@@ -191,13 +190,21 @@ def model_repo_template(tmp_path_factory, artifacts) -> Path:
     (repo / "dvc.yaml").write_text(MODEL_REPO_DVC_YAML)
     (repo / "build").mkdir()
     (repo / "models").mkdir()
-    for tag in ("v1", "v2"):
-        (repo / "build" / "model.zip").write_bytes(artifacts[tag])
+    for tag, data in versions.items():
+        (repo / "build" / "model.zip").write_bytes(data)
         dvc("repro", "-q", cwd=repo)
         dvc("push", "-q", cwd=repo)
         run(["git", "add", "-A"], cwd=repo)
         run(["git", "commit", "-q", "-m", tag], cwd=repo)
         run(["git", "tag", tag], cwd=repo)
+    return repo
+
+
+@pytest.fixture(scope="session")
+def model_repo_template(tmp_path_factory, artifacts) -> Path:
+    """A git + DVC repo whose dvc.lock pins v1 (tag v1) then v2 (tag v2, HEAD), both pushed."""
+    base = tmp_path_factory.mktemp("model-repo")
+    pinned_repo(base, {"v1": artifacts["v1"], "v2": artifacts["v2"]})
     return base
 
 

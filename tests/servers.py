@@ -44,6 +44,28 @@ def http(method: str, url: str, body: dict | None = None, timeout: float = 10) -
         return err.code, json.loads(err.read())
 
 
+SINGLE = "strategy: single\nvariants:\n  default: {rev: workspace}\n"
+
+
+def isolated_env(log: Path, port: int, **env: str) -> dict[str, str]:
+    """The server's environment: none of the caller's LOCKSERVE_* settings, and a serving file,
+    pid file and bandit state of its own beside its log, unless ``env`` names others."""
+    base = {
+        k: v
+        for k, v in venv_env().items()
+        if not k.startswith("LOCKSERVE_") and k != "PROMETHEUS_MULTIPROC_DIR"
+    }
+    serving = log.with_suffix(".serving.yaml")
+    if "LOCKSERVE_SERVING_FILE" not in env:
+        serving.write_text(SINGLE)
+    own = {
+        "LOCKSERVE_SERVING_FILE": str(serving),
+        "LOCKSERVE_PIDFILE": str(log.with_suffix(".pid")),
+        "LOCKSERVE_STATE_DB": str(log.with_suffix(".state.sqlite")),
+    }
+    return {**base, **own, "PORT": str(port), **env}
+
+
 class Server:
     """A server process in its own session; stdout and stderr go to a log file."""
 
@@ -54,7 +76,7 @@ class Server:
         self.proc = subprocess.Popen(
             cmd,
             cwd=cwd,
-            env=venv_env(PORT=str(port), **env),
+            env=isolated_env(log, port, **env),
             stdout=self._out,
             stderr=subprocess.STDOUT,
             start_new_session=True,

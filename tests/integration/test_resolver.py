@@ -30,17 +30,41 @@ def test_another_rev_comes_from_the_cache(model_repo, artifacts):
     assert got.rev == "v1"
 
 
+def cached(repo) -> list[str]:
+    return sorted(
+        p.parent.name + p.name for p in (repo / ".dvc/cache/files/md5").rglob("*") if p.is_file()
+    )
+
+
 def test_missing_everywhere_local_is_fetched_from_the_remote(model_repo, artifacts):
-    digest = md5(artifacts["v1"])
-    cache_file(model_repo, digest).unlink()
+    pinned, other = md5(artifacts["v1"]), md5(artifacts["v2"])
+    for digest in (pinned, other):  # an empty cache: whatever is there after came from the fetch
+        cache_file(model_repo, digest).unlink()
+    (model_repo / "models/model.zip").unlink()
+    assert cached(model_repo) == []
     got = resolve(model_repo, "v1", NAME)
     assert (got.source, got.data) == ("remote", artifacts["v1"])
-    assert cache_file(model_repo, digest).read_bytes() == artifacts["v1"]
-    # only that object was fetched: v2's object was the only other one in the cache
-    objects = sorted(
-        p.name for p in (model_repo / ".dvc/cache/files/md5").rglob("*") if p.is_file()
-    )
-    assert len(objects) == 2
+    assert cache_file(model_repo, pinned).read_bytes() == artifacts["v1"]
+    assert cached(model_repo) == [pinned]  # only the object v1 pins, not v2's
+
+
+def test_workspace_rev_follows_the_work_tree_lock_not_head(model_repo, artifacts):
+    """`workspace`: the dvc.lock on disk (as `dvc repro` last wrote it, uncommitted)."""
+    lock = model_repo / "dvc.lock"
+    head, v1 = md5(artifacts["v2"]), md5(artifacts["v1"])
+    lock.write_text(lock.read_text().replace(head, v1))
+    (model_repo / "models/model.zip").write_bytes(artifacts["v1"])
+    got = resolve(model_repo, "workspace", NAME)
+    assert (got.md5, got.source, got.rev) == (v1, "workspace", "workspace")
+    assert resolve(model_repo, "HEAD", NAME).md5 == head
+    (model_repo / "models/model.zip").unlink()
+    cache_file(model_repo, v1).unlink()
+    fetched = resolve(model_repo, "workspace", NAME)  # from the remote, as the lock on disk pins
+    assert (fetched.md5, fetched.source, fetched.data) == (v1, "remote", artifacts["v1"])
+
+
+def test_the_one_model_artifact_is_found_without_a_name(model_repo, artifacts):
+    assert resolve(model_repo, "v1", None).name == NAME
 
 
 def test_tampered_work_tree_copy_is_never_returned(model_repo, artifacts):

@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from api.backends import answers
 from api.serving import parse
 from api.settings import Settings
 from api.store import ModelStore
@@ -69,24 +70,58 @@ def test_canary_is_sticky_per_key_and_names_the_variant(artifacts):
         assert weights == {"stable": ("canary", 0.5, "v1"), "candidate": ("canary", 0.5, "v2")}
 
 
+def instances_where_the_models_disagree(artifacts) -> list[dict]:
+    """Two instances: one both models label alike, one they label differently."""
+    from contract.artifact import read
+    from src.onnx_export import sample_rows
+    from src.tables import records
+
+    models = two_models(artifacts)
+    schema = read(artifacts["v1"]).schema
+    rows = records(sample_rows(schema, 2000, seed=11))
+    labels = {}
+    for name in ("stable", "candidate"):
+        backend = models.get(name).backend
+        labels[name] = answers(backend.task, backend.classes, backend.predict(rows))[0]
+    same = [
+        r for r, a, b in zip(rows, labels["stable"], labels["candidate"], strict=True) if a == b
+    ]
+    differ = [
+        r for r, a, b in zip(rows, labels["stable"], labels["candidate"], strict=True) if a != b
+    ]
+    assert same and differ, "the two test models should disagree somewhere"
+    return [dict(zip(schema.names, row, strict=True)) for row in (same[0], differ[0])]
+
+
 def test_shadow_scores_after_the_answer_and_logs_agreement(artifacts, caplog):
+    pair = instances_where_the_models_disagree(artifacts)
     with (
         caplog.at_level(logging.INFO, logger="lockserve.shadow"),
         client_for(artifacts, SHADOW) as client,
     ):
-        answers = [predict(client) for _ in range(5)]
-        assert {a["model"]["variant"] for a in answers} == {"stable"}
+        responses = [client.post("/predict", json={"instances": pair}) for _ in range(5)]
+        request_ids = {r.headers["x-request-id"] for r in responses}
+        assert {r.json()["model"]["variant"] for r in responses} == {"stable"}
+        primary = [p["label"] for p in responses[0].json()["predictions"]]
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             stats = client.get("/model").json()["variants"][1]
-            if stats.get("shadow_this_worker", {}).get("scored") == 5:
+            if stats.get("shadow_this_worker", {}).get("scored") == 10:
                 break
             time.sleep(0.05)
-    assert stats["role"] == "shadow" and stats["shadow_this_worker"]["scored"] == 5
+    assert stats["role"] == "shadow" and stats["shadow_this_worker"]["scored"] == 10
+    assert stats["shadow_this_worker"]["agreement"] == 0.5  # one of each pair agrees
+    # what the shadow model answers, computed from it directly
+    shadow = two_models(artifacts).get("candidate").backend
+    rows = [tuple(instance.values()) for instance in pair]
+    expected, _ = answers(shadow.task, shadow.classes, shadow.predict(rows))
+    assert expected[0] == primary[0] and expected[1] != primary[1]
     lines = [r.fields for r in caplog.records if r.name == "lockserve.shadow"]
-    assert len(lines) == 5
-    assert lines[0]["variant"] == "candidate" and lines[0]["primary_labels"] == ["Gentoo"]
-    assert lines[0]["agreement"] in (0.0, 1.0) and len(lines[0]["request_id"]) == 32
+    assert {line["request_id"] for line in lines} == request_ids and len(lines) == 5
+    for line in lines:
+        assert line["variant"] == "candidate" and line["primary_labels"] == primary
+        assert line["shadow_labels"] == expected and line["agreement"] == 0.5
+        assert line["md5"] == hashlib.md5(artifacts["v2"]).hexdigest()
 
 
 @pytest.mark.parametrize("fault", ["slow", "failing"])

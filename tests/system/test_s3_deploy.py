@@ -153,18 +153,32 @@ def test_each_rev_serves_its_own_model(host, workstation, s3, tmp_path):
     assert seen["t1"] != seen["t2"]
 
 
-def test_gto_version_and_stage_name_what_to_serve(host, workstation, s3, monkeypatch):
+def test_gto_version_and_stage_name_what_to_serve(host, workstation, s3, tmp_path, monkeypatch):
     for key, value in s3_env(s3).items():
         monkeypatch.setenv(key, value)
     by_stage = resolve(host, f"{NAME}#prod", NAME, "s3")
     assert by_stage.md5 == lock_md5(workstation, "t1")
     assert by_stage.commit == run(["git", "rev-parse", "t1^{commit}"], cwd=host).stdout.strip()
     assert resolve(host, f"{NAME}@v2.0.0", NAME, "s3").md5 == lock_md5(workstation, "t2")
+
+    def served_by_stage(log: str) -> dict:
+        with running(
+            GUNICORN,
+            ROOT,
+            tmp_path / log,
+            LOCKSERVE_REPO=str(host),
+            **s3_env(s3, LOCKSERVE_REV=f"{NAME}#prod"),
+        ) as server:
+            return http("POST", server.base + "/predict", {"instances": [PENGUIN]})[1]["model"]
+
+    before = served_by_stage("prod-v1.log")
+    assert (before["rev"], before["md5"]) == (f"{NAME}#prod", lock_md5(workstation, "t1"))
     # promotion: the workstation assigns prod to v2.0.0; the host fetches tags and restarts
     gto = str(Path(sys.executable).parent / "gto")
     run([gto, "assign", NAME, "--version", "v2.0.0", "--stage", "prod"], cwd=workstation)
     run(["git", "fetch", "-q", "--tags"], cwd=host)
-    assert resolve(host, f"{NAME}#prod", NAME, "s3").md5 == lock_md5(workstation, "t2")
+    after = served_by_stage("prod-v2.log")
+    assert (after["rev"], after["md5"]) == (f"{NAME}#prod", lock_md5(workstation, "t2"))
 
 
 def refused_on(host: Path, tmp_path: Path, **env: str) -> str:

@@ -125,29 +125,44 @@ def test_procfile_runs_under_honcho(model_repo, tmp_path):
     assert f"Listening at: http://127.0.0.1:{port}" in server.output()
 
 
-def test_bad_requests_never_fail_good_batch_mates(model_repo, tmp_path):
-    """sklearn backend with adaptive batching, 3 good requests to each bad one, 8 at a time."""
+def poisoned(data: bytes) -> bytes:
+    """The artifact without its graph (so sklearn answers, batched) and with a step that fails on
+    one valid value (tests/poison.py)."""
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    from contract.artifact import pack, read
+    from src.stage import canonical_pickle
+    from tests.poison import refuse_sentinel
+
+    parts = read(data)
+    steps = parts.sklearn_pipeline().steps
+    pipeline = Pipeline([*steps[:-1], ("poison", FunctionTransformer(refuse_sentinel)), steps[-1]])
+    return pack(canonical_pickle(pipeline), parts.schema, parts.metadata, parts.preprocess, None)
+
+
+def test_a_failing_request_never_fails_its_batch_mates(artifacts, tmp_path):
+    """sklearn with adaptive batching; every fourth request passes validation but makes the
+    model raise. They share batches with good ones (the failed batches are re-run one by one),
+    and only they fail."""
     from concurrent.futures import ThreadPoolExecutor
 
-    bad_bodies = [
-        {"instances": [{**PENGUIN, "island": "Atlantis"}]},
-        {"instances": [{**PENGUIN, "body_mass_g": "heavy"}]},
-        {"instances": [{k: v for k, v in PENGUIN.items() if k != "sex"}]},
-        {"instances": []},
+    from tests.conftest import pinned_repo
+    from tests.poison import SENTINEL
+
+    repo = pinned_repo(tmp_path / "poisoned", {"p1": poisoned(artifacts["v2"])})
+    jobs = [
+        ("bad", {"instances": [{**PENGUIN, "body_mass_g": SENTINEL}]})
+        if i % 4 == 3
+        else ("good", {"instances": [PENGUIN]})
+        for i in range(240)
     ]
-    jobs = []
-    for i in range(240):
-        jobs.append(
-            ("bad", bad_bodies[i % 4]) if i % 4 == 3 else ("good", {"instances": [PENGUIN]})
-        )
     with running(
         GUNICORN,
         ROOT,
         tmp_path / "log",
-        LOCKSERVE_REPO=str(model_repo),
-        LOCKSERVE_BACKEND="sklearn",
-        LOCKSERVE_BATCHING="on",
-        LOCKSERVE_MAX_LATENCY_MS="5",
+        LOCKSERVE_REPO=str(repo),
+        LOCKSERVE_MAX_LATENCY_MS="20",
         WEB_CONCURRENCY="2",
     ) as server:
         with ThreadPoolExecutor(8) as pool:
@@ -157,11 +172,17 @@ def test_bad_requests_never_fail_good_batch_mates(model_repo, tmp_path):
                 )
             )
         described = http("GET", server.base + "/model")[1]
+        logs = json_lines(server.output())
     good = [(status, body) for kind, status, body in results if kind == "good"]
     bad = [(status, body) for kind, status, body in results if kind == "bad"]
     assert len(good) == 180 and all(status == 200 for status, _ in good)
-    assert all(len(body["predictions"]) >= 1 for _, body in good)
-    assert len(bad) == 60 and all(status == 422 for status, _ in bad)
+    assert all(body["predictions"][0]["label"] for _, body in good)
+    assert len(bad) == 60 and all(status == 500 for status, _ in bad)
+    assert all(body["error"]["code"] == "internal_error" for _, body in bad)
     assert described["backend"] == "sklearn" and described["batching"]["enabled"]
-    worker = described["batching"]["this_worker"]  # one-row requests only, so rows = requests
-    assert worker["batches"] < worker["rows"] and worker["largest"] > 1
+    reruns = [
+        int(line["msg"].split(" ")[-5])
+        for line in logs
+        if line["msg"].startswith("batch of ") and "re-running" in line["msg"]
+    ]
+    assert reruns and max(reruns) > 1  # a failing request had batch-mates, and they were spared

@@ -70,12 +70,51 @@ def test_bandit_prefers_the_better_arm_once_it_knows(state, algorithm):
     }
 
 
-def test_bandit_is_seeded(state):
-    one = Bandit(["a", "b"], state, "thompson", seed=5)
-    two = Bandit(["a", "b"], state, "thompson", seed=5)
-    assert [one.choose(None) for _ in range(50)] == [two.choose(None) for _ in range(50)]
+@pytest.mark.parametrize("algorithm", ["thompson", "epsilon_greedy"])
+def test_bandit_is_seeded(state, algorithm):
+    """One seed repeats its sequence; another seed gives another one (so it is not constant)."""
+
+    def picks(seed):
+        bandit = Bandit(["a", "b", "c"], state, algorithm, epsilon=0.5, seed=seed)
+        return [bandit.choose(None) for _ in range(60)]
+
+    assert picks(5) == picks(5)
+    assert picks(5) != picks(6)
+    assert set(picks(5)) == {"a", "b", "c"}
 
 
-def test_epsilon_greedy_tries_every_arm_first(state):
+def reward(state, variant, value, n=1):
+    now = time.time()
+    for i in range(n):
+        rid = f"{variant}-{value}-{i}-{now}"
+        state.record([(rid, variant, ["x"], now)])
+        state.reward(rid, value, None, 60)
+
+
+def test_epsilon_greedy_tries_every_arm_before_exploiting(state):
+    """With no exploration (epsilon 0), an arm without feedback is chosen before any arm with
+    feedback, however good; once every arm has some, the best mean wins."""
     bandit = Bandit(["a", "b", "c"], state, "epsilon_greedy", epsilon=0.0, seed=0)
     assert bandit.choose(None) == "a"
+    reward(state, "a", 1.0)
+    bandit.flush()
+    assert bandit.choose(None) == "b"
+    reward(state, "b", 0.0)
+    bandit.flush()
+    assert bandit.choose(None) == "c"
+    reward(state, "c", 0.5)
+    bandit.flush()
+    assert [bandit.choose(None) for _ in range(20)] == ["a"] * 20
+    reward(state, "b", 1.0, n=9)  # b: 9/10 = 0.9 < a: 1.0; c: 0.5
+    reward(state, "a", 0.0, n=3)  # a: 1/4 = 0.25
+    bandit.flush()
+    assert bandit.choose(None) == "b"
+
+
+def test_epsilon_explores_at_its_rate(state):
+    reward(state, "a", 1.0, n=5)
+    reward(state, "b", 0.0, n=5)
+    bandit = Bandit(["a", "b"], state, "epsilon_greedy", epsilon=0.2, seed=1)
+    picks = [bandit.choose(None) for _ in range(5000)]
+    # exploring picks either arm at random: b about epsilon / 2 of the time
+    assert 0.08 < picks.count("b") / len(picks) < 0.12

@@ -53,8 +53,10 @@ def test_batch_never_exceeds_max_size_by_joining():
 
 
 def test_a_failing_request_does_not_fail_its_batch_mates():
+    sizes = []
+
     async def main():
-        batcher = Batcher(run, max_size=64, max_latency_s=0.05)
+        batcher = Batcher(recording(sizes), max_size=64, max_latency_s=0.05)
         jobs = [batcher.submit([0.1]), batcher.submit(["poison"]), batcher.submit([0.3])]
         return await asyncio.gather(*jobs, return_exceptions=True)
 
@@ -62,6 +64,7 @@ def test_a_failing_request_does_not_fail_its_batch_mates():
     np.testing.assert_allclose(good[:, 0], [0.1])
     np.testing.assert_allclose(other[:, 0], [0.3])
     assert isinstance(bad, ValueError)
+    assert sizes == [3, 1, 1, 1]  # they were batch-mates; then each re-ran alone
 
 
 @pytest.mark.parametrize("latency", [0.0, 0.001])
@@ -92,15 +95,20 @@ def test_multi_row_requests_never_push_a_batch_over_max_size():
 
 
 def test_a_cancelled_request_does_not_stop_the_batcher():
+    sizes = []
+
     async def main():
-        batcher = Batcher(run, max_size=64, max_latency_s=0.05)
+        batcher = Batcher(recording(sizes), max_size=64, max_latency_s=0.05)
         doomed = asyncio.ensure_future(batcher.submit([0.1]))
         await asyncio.sleep(0)
         doomed.cancel()
         first = await asyncio.wait_for(batcher.submit([0.2]), timeout=2)
-        later = await asyncio.wait_for(batcher.submit([0.3]), timeout=2)
-        return first, later
+        together = await asyncio.wait_for(
+            asyncio.gather(batcher.submit([0.3]), batcher.submit([0.4])), timeout=2
+        )
+        return first, together
 
-    first, later = asyncio.run(main())
+    first, (three, four) = asyncio.run(main())
     np.testing.assert_allclose(first[:, 0], [0.2])
-    np.testing.assert_allclose(later[:, 0], [0.3])
+    np.testing.assert_allclose([three[0, 0], four[0, 0]], [0.3, 0.4])
+    assert sizes == [1, 2]  # the cancelled row was never computed; the next two shared a batch
