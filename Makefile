@@ -9,7 +9,7 @@ DVC    := $(BIN)/dvc
 export PATH := $(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data init pipeline run serve test lint push pull lock clean bench bench-pipeline bench-tools deploy s3-up s3-down reload browser
+.PHONY: help setup data init pipeline run serve test lint push pull lock clean bench bench-pipeline bench-tools deploy s3-up s3-down reload browser mutation
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -43,6 +43,9 @@ serve: setup  ## gunicorn + uvicorn workers on $$HOST:$$PORT (127.0.0.1:8000), W
 
 test: data lint browser .dvc/plots-page.html  ## set up, then lint and the whole test suite
 	$(BIN)/python -m pytest -vv
+
+mutation: setup  ## mutmut over the modules [tool.mutmut] only_mutate lists, with the fast tests (not in `make test`)
+	$(BIN)/python -m tools.mutation $(MUTANTS)
 
 reload:  ## zero-downtime reload of serving.yaml (gunicorn HUP: new workers, old ones drain)
 	kill -HUP $$(cat $${LOCKSERVE_PIDFILE:-.lockserve/gunicorn.pid})
@@ -93,4 +96,4 @@ lock:  ## re-pin every dependency from pyproject.toml (needs uv in .venv)
 	  -c requirements/dev.lock -o requirements/api.lock
 
 clean:  ## remove the virtualenv and caches (not the DVC cache or remote)
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache mutants

@@ -364,7 +364,7 @@ def _human(rows: int) -> str:
 
 
 def table(result: dict[str, Any]) -> str:
-    cases = result["cases"]
+    cases, meta_date = result["cases"], result["meta"]["date"]
     lines = [
         "| rows | task | prepare | featurize | train | evaluate | DVC share | `dvc repro` | "
         "bare fit | × fit | artifact |",
@@ -397,7 +397,8 @@ def table(result: dict[str, Any]) -> str:
             f"CPU time: `dvc repro` {c['repro_cpu_s']:.0f} s (every process), bare fit "
             f"{b['fit_cpu_s']:.0f} s; load average {c['load_before']:.1f} before `dvc repro`, "
             f"{c['load_after']:.1f} after; `dvc add` of the {c['table_mb']:.0f} MB CSV "
-            f"{c['dvc_add_s']:.1f} s (not in `dvc repro`); test {metric}."
+            f"{c['dvc_add_s']:.1f} s (not in `dvc repro`); test {metric}"
+            + (f"; measured {c['date']}." if c.get("date", meta_date) != meta_date else ".")
         )
     at_target = [c for c in cases if c["rows"] == TARGET_ROWS]
     for c in at_target:
@@ -497,12 +498,15 @@ def main() -> None:
     plan += [(rows, "regression") for rows in args.regression_rows if args.task != "regression"]
     plan.sort(key=lambda case: (case[0], case[1] == "regression"))  # smallest first
     result: dict[str, Any] = {"meta": meta(args.features), "cases": []}
+    result["cases"] = earlier_cases(plan, result["meta"])
     try:
         for rows, task in plan:
             case = bench_case(rows, args.features, task, workdir)
+            case["date"] = result["meta"]["date"]
             if rows == TARGET_ROWS:
                 case["targets"] = targets(case)
             result["cases"].append(case)
+            result["cases"].sort(key=lambda c: (c["rows"], c["task"] == "regression"))
             write(result)  # after each size: a later failure keeps the figures so far
             if not args.keep:
                 shutil.rmtree(workdir / f"{task}-{rows}")
@@ -510,6 +514,22 @@ def main() -> None:
         if not args.keep and args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     log.info("%s", write(result))
+
+
+def earlier_cases(plan: list[tuple[int, str]], now: dict[str, Any]) -> list[dict[str, Any]]:
+    """Sizes this run leaves out (10M takes half an hour) keep the figures of the last run that
+    measured them, each with its own bare fit and date, if the estimator and versions match."""
+    try:
+        earlier = json.loads((RESULTS / "pipeline.json").read_text())
+    except (OSError, ValueError):
+        return []
+    same = ("features", "train", "dvc", "sklearn", "cores")
+    if any(earlier["meta"].get(k) != now[k] for k in same):
+        return []
+    kept = [c for c in earlier["cases"] if (c["rows"], c["task"]) not in set(plan)]
+    for case in kept:
+        case.setdefault("date", earlier["meta"]["date"])
+    return kept
 
 
 def meta(features: int) -> dict[str, Any]:

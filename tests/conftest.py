@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import pickle
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -21,6 +25,33 @@ PENGUIN = {
     "body_mass_g": 5200.0,
     "sex": "male",
 }
+
+
+# `make mutation` names a directory here (tools/mutation.py): the artifacts and the model repo
+# below are built once, by its clean run, and reused by the run of every mutant, which would
+# otherwise rebuild them (about 15 s) each time. Unset, every session builds its own.
+REUSE = os.environ.get("LOCKSERVE_TEST_REUSE")
+
+
+def _clean_run() -> bool:
+    """False while a mutant is switched on: what it builds is never kept for others."""
+    return "__mutmut_" not in os.environ.get("MUTANT_UNDER_TEST", "")
+
+
+def reused(name: str, build: Callable[[], Any]) -> Any:
+    """``build()``, or what a clean run of this mutation run built under ``name``."""
+    if not REUSE:
+        return build()
+    path = Path(REUSE) / f"{name}.pickle"
+    if path.exists():
+        return pickle.loads(path.read_bytes())
+    value = build()
+    if _clean_run():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}")
+        partial.write_bytes(pickle.dumps(value))
+        partial.replace(path)
+    return value
 
 
 def venv_env(**extra: str) -> dict[str, str]:
@@ -133,12 +164,15 @@ def regression_artifacts(tmp_path_factory, params) -> dict[str, bytes]:
     """Two real regression artifacts on one synthetic table: a forest (v1), a ridge (v2)."""
     from tools import synth
 
-    frame = synth.table(400, 5, "regression", seed=4)
-    base = tmp_path_factory.mktemp("regression")
-    return {
-        "v1": build_table_artifact(base / "v1", params, frame, "regression"),
-        "v2": build_table_artifact(base / "v2", params, frame, "regression", estimator="ridge"),
-    }
+    def build() -> dict[str, bytes]:
+        frame = synth.table(400, 5, "regression", seed=4)
+        base = tmp_path_factory.mktemp("regression")
+        return {
+            "v1": build_table_artifact(base / "v1", params, frame, "regression"),
+            "v2": build_table_artifact(base / "v2", params, frame, "regression", estimator="ridge"),
+        }
+
+    return reused("regression_artifacts", build)
 
 
 @pytest.fixture(scope="session")
@@ -153,12 +187,16 @@ def tiny_csv(penguins_csv) -> str:
 @pytest.fixture(scope="session")
 def artifacts(tmp_path_factory, params, tiny_csv) -> dict[str, bytes]:
     """Two different real artifacts: v1 (the default forest) and v2 (a 5-tree forest)."""
-    base = tmp_path_factory.mktemp("artifacts")
-    v2_forest = {**params["train"]["random_forest"], "n_estimators": 5}
-    return {
-        "v1": build_artifact(base / "v1", params, tiny_csv),
-        "v2": build_artifact(base / "v2", params, tiny_csv, random_forest=v2_forest),
-    }
+
+    def build() -> dict[str, bytes]:
+        base = tmp_path_factory.mktemp("artifacts")
+        v2_forest = {**params["train"]["random_forest"], "n_estimators": 5}
+        return {
+            "v1": build_artifact(base / "v1", params, tiny_csv),
+            "v2": build_artifact(base / "v2", params, tiny_csv, random_forest=v2_forest),
+        }
+
+    return reused("artifacts", build)
 
 
 MODEL_REPO_DVC_YAML = """\
@@ -203,16 +241,24 @@ def pinned_repo(base: Path, versions: dict[str, bytes]) -> Path:
 @pytest.fixture(scope="session")
 def model_repo_template(tmp_path_factory, artifacts) -> Path:
     """A git + DVC repo whose dvc.lock pins v1 (tag v1) then v2 (tag v2, HEAD), both pushed."""
+    kept = Path(REUSE) / "model-repo" if REUSE else None
+    if kept is not None and kept.exists():
+        return kept
     base = tmp_path_factory.mktemp("model-repo")
     pinned_repo(base, {"v1": artifacts["v1"], "v2": artifacts["v2"]})
+    if kept is not None and _clean_run():  # model_repo points each copy at its own remote
+        partial = kept.with_name(f"model-repo.{os.getpid()}")
+        shutil.copytree(base, partial, symlinks=True)
+        try:
+            partial.rename(kept)
+        except OSError:  # another worker kept its copy first
+            shutil.rmtree(partial)
     return base
 
 
 @pytest.fixture()
 def model_repo(tmp_path, model_repo_template) -> Path:
     """A private copy of the template repo and its remote, safe to tamper with."""
-    import shutil
-
     shutil.copytree(model_repo_template, tmp_path / "m", symlinks=True)
     repo = tmp_path / "m" / "repo"
     dvc("remote", "modify", "--local", "local", "url", str(tmp_path / "m" / "remote"), cwd=repo)

@@ -11,13 +11,11 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from typing import TYPE_CHECKING
 
 from api import metrics
+from api.serving import Bandit as Options
+from api.serving import ServingConfig
 from api.state import StateStore, UnknownRequest
-
-if TYPE_CHECKING:
-    from api.serving import ServingConfig
 
 FLUSH_S = 0.05
 
@@ -26,36 +24,24 @@ class Bandit:
     name = "bandit"
 
     def __init__(
-        self,
-        variants: list[str],
-        state: StateStore,
-        algorithm: str = "thompson",
-        epsilon: float = 0.1,
-        seed: int = 0,
-        max_age_s: float = 86400.0,
+        self, variants: list[str], state: StateStore, options: Options, max_age_s: float
     ) -> None:
+        """``options``: serving.yaml's ``bandit:`` block (its defaults when absent);
+        ``max_age_s``: how long an answered request still takes feedback."""
         self.variants = variants
         self.primary = variants[0]
         self.shadows: list[str] = []
-        self.algorithm, self.epsilon = algorithm, epsilon
+        self.algorithm, self.epsilon = options.algorithm, options.epsilon
         self.max_age_s = max_age_s
         self._state = state
-        self._random = random.Random(seed)
+        self._random = random.Random(options.seed)
         self._pending: list[tuple[str, str, list[str], float]] = []
         self._totals = state.totals()
         self._flusher: asyncio.Task | None = None
 
     @classmethod
     def from_config(cls, config: ServingConfig, state: StateStore, max_age_s: float) -> Bandit:
-        options = config.bandit
-        return cls(
-            list(config.variants),
-            state,
-            options.algorithm if options else "thompson",
-            options.epsilon if options else 0.1,
-            options.seed if options else 0,
-            max_age_s,
-        )
+        return cls(list(config.variants), state, config.bandit or Options(), max_age_s)
 
     def _arm(self, variant: str) -> tuple[int, float, int]:
         return self._totals.get(variant, (0, 0.0, 0))

@@ -63,6 +63,9 @@ def test_pipeline_on_tiny_data_writes_every_out(params, tiny_raw, tmp_path):
     curves = pd.read_csv(root / "reports/plots/curves.csv")
     assert sorted(curves["class"].unique()) == ["Adelie", "Chinstrap", "Gentoo"]
     assert len(curves) == 3 * params["evaluate"]["roc_points"]
+    schema = json.loads((root / "prepared/schema.json").read_text())
+    assert schema["max_missing_features"] == params["prepare"]["max_missing_features"]
+    assert read(root).schema.max_missing_features == params["prepare"]["max_missing_features"]
 
 
 def test_stages_are_deterministic(params, tiny_raw, tmp_path):

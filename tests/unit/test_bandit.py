@@ -4,8 +4,11 @@ import time
 
 import pytest
 
+from api.serving import Bandit as Options
 from api.state import AlreadyRewarded, SqliteState, UnknownRequest
 from api.strategies.bandit import Bandit
+
+DAY_S = 86400.0
 
 
 @pytest.fixture()
@@ -59,7 +62,7 @@ def test_bandit_prefers_the_better_arm_once_it_knows(state, algorithm):
     for i in range(100):
         state.reward(f"a{i}", 1.0 if i < 30 else 0.0, None, 60)
         state.reward(f"b{i}", 1.0 if i < 90 else 0.0, None, 60)
-    bandit = Bandit(["a", "b"], state, algorithm, epsilon=0.1, seed=3)
+    bandit = Bandit(["a", "b"], state, Options(algorithm=algorithm, epsilon=0.1, seed=3), DAY_S)
     picks = [bandit.choose(None) for _ in range(1000)]
     assert picks.count("b") > 850
     assert bandit.describe("b") == {
@@ -75,7 +78,9 @@ def test_bandit_is_seeded(state, algorithm):
     """One seed repeats its sequence; another seed gives another one (so it is not constant)."""
 
     def picks(seed):
-        bandit = Bandit(["a", "b", "c"], state, algorithm, epsilon=0.5, seed=seed)
+        bandit = Bandit(
+            ["a", "b", "c"], state, Options(algorithm=algorithm, epsilon=0.5, seed=seed), DAY_S
+        )
         return [bandit.choose(None) for _ in range(60)]
 
     assert picks(5) == picks(5)
@@ -94,7 +99,7 @@ def reward(state, variant, value, n=1):
 def test_epsilon_greedy_tries_every_arm_before_exploiting(state):
     """With no exploration (epsilon 0), an arm without feedback is chosen before any arm with
     feedback, however good; once every arm has some, the best mean wins."""
-    bandit = Bandit(["a", "b", "c"], state, "epsilon_greedy", epsilon=0.0, seed=0)
+    bandit = Bandit(["a", "b", "c"], state, Options(algorithm="epsilon_greedy", epsilon=0.0), DAY_S)
     assert bandit.choose(None) == "a"
     reward(state, "a", 1.0)
     bandit.flush()
@@ -105,8 +110,11 @@ def test_epsilon_greedy_tries_every_arm_before_exploiting(state):
     reward(state, "c", 0.5)
     bandit.flush()
     assert [bandit.choose(None) for _ in range(20)] == ["a"] * 20
-    reward(state, "b", 1.0, n=9)  # b: 9/10 = 0.9 < a: 1.0; c: 0.5
-    reward(state, "a", 0.0, n=3)  # a: 1/4 = 0.25
+    reward(state, "b", 1.0, n=4)  # b: 4/5 = 0.8 < a: 1/1, though b has more reward in all
+    bandit.flush()
+    assert bandit.choose(None) == "a"
+    reward(state, "b", 1.0, n=5)  # b: 9/10 = 0.9
+    reward(state, "a", 0.0, n=3)  # a: 1/4 = 0.25; c: 0.5
     bandit.flush()
     assert bandit.choose(None) == "b"
 
@@ -114,7 +122,32 @@ def test_epsilon_greedy_tries_every_arm_before_exploiting(state):
 def test_epsilon_explores_at_its_rate(state):
     reward(state, "a", 1.0, n=5)
     reward(state, "b", 0.0, n=5)
-    bandit = Bandit(["a", "b"], state, "epsilon_greedy", epsilon=0.2, seed=1)
+    bandit = Bandit(
+        ["a", "b"], state, Options(algorithm="epsilon_greedy", epsilon=0.2, seed=1), DAY_S
+    )
     picks = [bandit.choose(None) for _ in range(5000)]
     # exploring picks either arm at random: b about epsilon / 2 of the time
     assert 0.08 < picks.count("b") / len(picks) < 0.12
+
+
+class Draws:
+    """Stands in for the bandit's random generator: records each Beta draw's parameters and
+    returns the arm's mean, so the pick is the arm with the best posterior mean."""
+
+    def __init__(self) -> None:
+        self.params: list[tuple[float, float]] = []
+
+    def betavariate(self, alpha: float, beta: float) -> float:
+        self.params.append((alpha, beta))
+        return alpha / (alpha + beta)
+
+
+def test_thompson_draws_from_each_arms_beta_posterior(state):
+    """Beta(1 + reward, 1 + feedbacks - reward): a uniform prior updated by the feedback."""
+    reward(state, "a", 1.0, n=3)
+    reward(state, "a", 0.0, n=1)  # a: 3 of 4
+    reward(state, "b", 0.5, n=2)  # b: 1.0 of 2
+    bandit = Bandit(["a", "b", "c"], state, Options(), DAY_S)
+    bandit._random = draws = Draws()
+    assert bandit.choose(None) == "a"  # means 4/6, 2/4, 1/2
+    assert draws.params == [(4.0, 2.0), (2.0, 2.0), (1.0, 1.0)]

@@ -1,11 +1,15 @@
-"""Unit: the adaptive batcher groups concurrent requests and isolates a failing one."""
+"""Unit: the adaptive batcher groups concurrent requests, isolates a failing one, keeps its
+collection window (who joins a batch and who waits for the next) and reports its batches."""
 
 import asyncio
+import logging
+import time
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
-from api.batching import Batcher
+from api.batching import Batcher, BatchStats
 
 
 def run(rows):
@@ -112,3 +116,179 @@ def test_a_cancelled_request_does_not_stop_the_batcher():
     np.testing.assert_allclose(first[:, 0], [0.2])
     np.testing.assert_allclose([three[0, 0], four[0, 0]], [0.3, 0.4])
     assert sizes == [1, 2]  # the cancelled row was never computed; the next two shared a batch
+
+
+def answered(result, rows):
+    np.testing.assert_allclose(result[:, 0], rows)
+
+
+def test_a_request_arriving_within_the_window_joins_the_batch():
+    sizes = []
+
+    async def main():
+        batcher = Batcher(recording(sizes), max_size=64, max_latency_s=0.5)
+        first = asyncio.ensure_future(batcher.submit([0.1, 0.2]))
+        await asyncio.sleep(0.05)
+        second = asyncio.ensure_future(batcher.submit([0.3]))
+        return await asyncio.wait_for(asyncio.gather(first, second), timeout=3)
+
+    first, second = asyncio.run(main())
+    answered(first, [0.1, 0.2])
+    answered(second, [0.3])
+    assert sizes == [3]
+
+
+def test_a_request_after_the_window_gets_a_batch_of_its_own():
+    sizes = []
+
+    async def main():
+        batcher = Batcher(recording(sizes), max_size=64, max_latency_s=0.02)
+        first = await asyncio.wait_for(batcher.submit([0.1]), timeout=2)
+        await asyncio.sleep(0.1)
+        second = await asyncio.wait_for(batcher.submit([0.2]), timeout=2)
+        return first, second
+
+    first, second = asyncio.run(main())
+    answered(first, [0.1])
+    answered(second, [0.2])
+    assert sizes == [1, 1]
+
+
+def test_a_lone_request_waits_out_the_window_for_company_no_longer():
+    async def main():
+        batcher = Batcher(run, max_size=64, max_latency_s=0.2)
+        started = time.perf_counter()
+        result = await asyncio.wait_for(batcher.submit([0.4]), timeout=3)
+        return result, time.perf_counter() - started
+
+    result, elapsed = asyncio.run(main())
+    answered(result, [0.4])
+    assert 0.15 <= elapsed < 1.5
+
+
+@pytest.mark.parametrize("rows", [[0.1, 0.2], [0.1, 0.2, 0.3]])
+def test_a_full_batch_runs_at_once_without_waiting_out_the_window(rows):
+    async def main():
+        batcher = Batcher(run, max_size=2, max_latency_s=5.0)
+        started = time.perf_counter()
+        result = await asyncio.wait_for(batcher.submit(rows), timeout=3)
+        return result, time.perf_counter() - started
+
+    result, elapsed = asyncio.run(main())
+    answered(result, rows)
+    assert elapsed < 1.0
+
+
+def test_a_request_that_would_overflow_waits_for_the_next_batch():
+    sizes = []
+
+    async def main():
+        batcher = Batcher(recording(sizes), max_size=3, max_latency_s=0.3)
+        first = asyncio.ensure_future(batcher.submit([0.1, 0.2]))
+        await asyncio.sleep(0.02)
+        too_big = asyncio.ensure_future(batcher.submit([0.3, 0.4]))
+        await asyncio.sleep(0.02)
+        fits = asyncio.ensure_future(batcher.submit([0.5]))
+        return await asyncio.wait_for(asyncio.gather(first, too_big, fits), timeout=3)
+
+    first, too_big, fits = asyncio.run(main())
+    answered(first, [0.1, 0.2])
+    answered(too_big, [0.3, 0.4])
+    answered(fits, [0.5])
+    # the pair that did not fit is held over and starts the next batch, where the last fits
+    assert sizes == [2, 3]
+
+
+def test_a_batch_of_cancelled_requests_only_does_not_stall_the_next():
+    sizes = []
+
+    async def main():
+        batcher = Batcher(recording(sizes), max_size=1, max_latency_s=0.2)
+        doomed = asyncio.ensure_future(batcher.submit([0.1]))
+        waiting = asyncio.ensure_future(batcher.submit([0.2]))
+        await asyncio.sleep(0)  # both queued; the batcher has not looked yet
+        doomed.cancel()
+        return await asyncio.wait_for(waiting, timeout=2)
+
+    answered(asyncio.run(main()), [0.2])
+    assert sizes == [1]  # the cancelled row was never computed
+
+
+def test_requests_waiting_behind_a_failed_batch_are_still_answered():
+    sizes = []
+
+    async def main():
+        batcher = Batcher(recording(sizes), max_size=2, max_latency_s=0.05)
+        jobs = [batcher.submit(["poison"]), batcher.submit([0.1]), batcher.submit([0.3])]
+        return await asyncio.wait_for(asyncio.gather(*jobs, return_exceptions=True), timeout=3)
+
+    bad, good, later = asyncio.run(main())
+    assert isinstance(bad, ValueError)
+    answered(good, [0.1])
+    answered(later, [0.3])  # held over while the first batch failed and was re-run
+    assert sizes == [2, 1, 1, 1]
+
+
+def test_the_batcher_restarts_after_its_task_ends():
+    async def main():
+        batcher = Batcher(run, max_size=8, max_latency_s=0.01)
+        first = await asyncio.wait_for(batcher.submit([0.1]), timeout=2)
+        batcher._task.cancel()
+        await asyncio.sleep(0)
+        second = await asyncio.wait_for(batcher.submit([0.2]), timeout=2)
+        return first, second
+
+    first, second = asyncio.run(main())
+    answered(first, [0.1])
+    answered(second, [0.2])
+
+
+def test_a_failed_batch_is_logged_and_each_request_rerun_alone(caplog):
+    sizes = []
+
+    async def main():
+        batcher = Batcher(recording(sizes), max_size=64, max_latency_s=0.05)
+        jobs = [batcher.submit([0.1, 0.2]), batcher.submit(["poison"]), batcher.submit([0.3])]
+        return await asyncio.wait_for(asyncio.gather(*jobs, return_exceptions=True), timeout=3)
+
+    with caplog.at_level(logging.ERROR, logger="lockserve.batching"):
+        good, bad, other = asyncio.run(main())
+    answered(good, [0.1, 0.2])
+    answered(other, [0.3])
+    assert isinstance(bad, ValueError) and str(bad) == "poison row"
+    assert sizes == [4, 2, 1, 1]
+    (record,) = caplog.records
+    assert record.getMessage() == "batch of 4 rows failed; re-running its 3 requests one by one"
+    assert record.exc_info and record.exc_info[0] is ValueError
+
+
+def histogram(name: str) -> tuple[float, float]:
+    labels = {"variant": name}
+    count = REGISTRY.get_sample_value("lockserve_batch_rows_count", labels) or 0.0
+    total = REGISTRY.get_sample_value("lockserve_batch_rows_sum", labels) or 0.0
+    return count, total
+
+
+def test_stats_and_metrics_count_batches_rows_and_the_largest():
+    sizes = []
+
+    async def main(batcher):
+        for parts in ([[0.1], [0.2], [0.3]], [[0.4] * 5], [[0.5], [0.6]]):
+            await asyncio.wait_for(asyncio.gather(*(batcher.submit(p) for p in parts)), timeout=3)
+
+    before = histogram("stats-test")
+    batcher = Batcher(recording(sizes), max_size=64, max_latency_s=0.01, name="stats-test")
+    assert batcher.stats.as_dict() == {"batches": 0, "rows": 0, "largest": 0, "mean_size": 0.0}
+    asyncio.run(main(batcher))
+    assert sizes == [3, 5, 2]
+    assert batcher.stats.as_dict() == {"batches": 3, "rows": 10, "largest": 5, "mean_size": 3.33}
+    count, total = histogram("stats-test")
+    assert (count - before[0], total - before[1]) == (3, 10)
+
+
+@pytest.mark.parametrize(
+    ("stats", "mean"),
+    [(BatchStats(), 0.0), (BatchStats(2, 3, 2), 1.5), (BatchStats(3, 2, 1), 0.67)],
+)
+def test_mean_batch_size_is_rows_over_batches_rounded(stats, mean):
+    assert stats.as_dict()["mean_size"] == mean

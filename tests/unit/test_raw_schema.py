@@ -4,7 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src.raw_schema import check_structure, parse_columns, validate
+from src.raw_schema import (
+    MAX_LISTED,
+    _parse_numbers,
+    check_structure,
+    parse_columns,
+    validate,
+    where,
+)
 from src.stage import StageError
 
 
@@ -208,3 +215,34 @@ def test_bad_params_named(params):
         validate_default(good_rows(), params, features=["island", "wingspan"])
     with pytest.raises(StageError, match="must not include the target"):
         validate_default(good_rows(), params, features=["island", "species"])
+
+
+@pytest.mark.parametrize(
+    ("count", "told"),
+    [
+        (1, "line(s) 2"),
+        (3, "line(s) 2, 3, 4"),
+        (MAX_LISTED, "line(s) " + ", ".join(str(i) for i in range(2, MAX_LISTED + 2))),
+        (
+            MAX_LISTED + 3,
+            "line(s) " + ", ".join(str(i) for i in range(2, MAX_LISTED + 2)) + " and 3 more",
+        ),
+    ],
+)
+def test_where_lists_the_first_lines_and_counts_the_rest(count, told):
+    assert where(pd.Index(range(2, count + 2))) == told
+    assert where(pd.Index([5]), unit="row") == "row(s) 5"
+
+
+def test_text_from_the_csv_reader_reads_as_pandas_reads_it():
+    """Arrow's cast (the fast way) and pandas' agree, to the sign of zero: in a column of
+    integers pandas reads "-0" as 0, Arrow as -0.0."""
+    cases = (["1.5", "-0", None, "1e3", "-2", ""], ["-0", "1"], ["1", "2.25"], ["x", "3"])
+    for texts in cases:
+        column = pd.Series(texts, dtype="string[pyarrow]", name="mass")
+        fast = _parse_numbers(column)
+        slow = pd.to_numeric(pd.Series(texts, dtype=object), errors="coerce").astype("float64")
+        assert fast.name == "mass" and fast.dtype == np.float64
+        assert fast.index.equals(column.index)
+        np.testing.assert_array_equal(fast.to_numpy(), slow.to_numpy())
+        np.testing.assert_array_equal(np.signbit(fast.to_numpy()), np.signbit(slow.to_numpy()))
