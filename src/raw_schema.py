@@ -110,7 +110,7 @@ def parse_columns(spec: Any) -> dict[str, Column]:
     return columns
 
 
-def where(index: pd.Index, unit: str = "line") -> str:
+def where(index: pd.Index, unit: str) -> str:
     """Where rows sit in the file ("line(s) 4, 7 and 3 more"), shortened."""
     listed = ", ".join(str(int(i)) for i in index[:MAX_LISTED])
     more = f" and {len(index) - MAX_LISTED} more" if len(index) > MAX_LISTED else ""
@@ -252,8 +252,8 @@ def validate(
     features: list[str],
     max_missing_features: int,
     invalid_rows: str,
-    task: str = "classification",
-    unit: str = "line",
+    task: str,
+    unit: str,
 ) -> pd.DataFrame:
     """Apply the schema and the row rules; return the clean table of features and target."""
     if task not in TASKS:

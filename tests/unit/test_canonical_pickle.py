@@ -86,3 +86,12 @@ def test_equal_atom_tuples_share_bytes_whatever_their_identity():
     one = ("a" * 3, (1.0, "b"))
     two = ("".join(["a", "aa"]), (1.0, "".join(["b"])))
     assert canonical_pickle([one, one]) == canonical_pickle([one, two])
+
+
+def test_structured_dtypes_of_one_size_stay_apart():
+    """Two record layouts of the same byte size (the same ``dtype.str``) are two dtypes."""
+    first, second = np.dtype([("a", "<f8")]), np.dtype([("b", "<f8")])
+    assert first.str == second.str
+    back = pickle.loads(canonical_pickle([first, second, first]))
+    assert back == [first, second, first]
+    assert [d.names for d in back] == [("a",), ("b",), ("a",)]

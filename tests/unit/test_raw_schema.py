@@ -1,5 +1,7 @@
 """Unit: the declared raw schema and the row rules (pure functions on frames)."""
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,6 +9,7 @@ import pytest
 from src.raw_schema import (
     MAX_LISTED,
     _parse_numbers,
+    check_features_carry_signal,
     check_structure,
     parse_columns,
     validate,
@@ -39,7 +42,7 @@ def good_rows(n=4):
     )
 
 
-def validate_default(raw, params, **over):
+def validate_default(raw, params, unit="line", **over):
     p = {**params["prepare"], **over}
     return validate(
         raw,
@@ -49,6 +52,7 @@ def validate_default(raw, params, **over):
         p["max_missing_features"],
         p["invalid_rows"],
         p["task"],
+        unit,
     )
 
 
@@ -230,7 +234,7 @@ def test_bad_params_named(params):
     ],
 )
 def test_where_lists_the_first_lines_and_counts_the_rest(count, told):
-    assert where(pd.Index(range(2, count + 2))) == told
+    assert where(pd.Index(range(2, count + 2)), "line") == told
     assert where(pd.Index([5]), unit="row") == "row(s) 5"
 
 
@@ -246,3 +250,176 @@ def test_text_from_the_csv_reader_reads_as_pandas_reads_it():
         assert fast.index.equals(column.index)
         np.testing.assert_array_equal(fast.to_numpy(), slow.to_numpy())
         np.testing.assert_array_equal(np.signbit(fast.to_numpy()), np.signbit(slow.to_numpy()))
+
+
+@pytest.mark.parametrize(
+    ("over", "message"),
+    [
+        ({"task": "clustering"}, "params: task is 'clustering'; use classification or regression"),
+        ({"target": ["species"]}, "params: target must be one column name, got ['species']"),
+        ({"target": "beak"}, "params: target 'beak' is not a declared column"),
+        ({"features": []}, "params: features must list at least one column"),
+        ({"features": "island"}, "params: features must list at least one column"),
+        (
+            {"features": ["island", 3, 4]},
+            "params: features must list column names as strings, got 3",
+        ),
+        (
+            {"features": ["island", "beak", "wing"]},
+            "params: feature(s) not declared in columns: beak, wing",
+        ),
+        ({"max_missing_features": -1}, "params: max_missing_features must be a whole number >= 0"),
+        ({"max_missing_features": 1.5}, "params: max_missing_features must be a whole number >= 0"),
+        (
+            {"max_missing_features": True},
+            "params: max_missing_features must be a whole number >= 0",
+        ),
+    ],
+)
+def test_bad_params_are_named_exactly(params, over, message):
+    with pytest.raises(StageError) as err:
+        validate_default(good_rows(), params, **over)
+    assert str(err.value) == message
+
+
+def test_no_missing_feature_value_allowed_keeps_only_complete_rows(params):
+    raw = good_rows()  # sex is missing on lines 3 and 5
+    raw.loc[5, "sex"] = "female"
+    assert list(validate_default(raw, params, max_missing_features=0).index) == [2, 4, 5]
+
+
+def test_a_classification_target_must_be_declared_a_category(params):
+    columns = {**params["prepare"]["columns"], "species": {"type": "number", "min": 0, "max": 9}}
+    raw = good_rows()
+    raw["species"] = ["1", "2", "1", "2"]
+    with pytest.raises(StageError) as err:
+        validate_default(raw, params, columns=columns)
+    assert str(err.value) == (
+        "params: task classification needs target 'species' declared a category"
+    )
+
+
+@pytest.mark.parametrize("unit", ["line", "row"])
+def test_rows_without_a_target_are_dropped_and_logged_by_place(params, caplog, unit):
+    raw = good_rows(6)
+    raw.loc[4, "species"] = None
+    with caplog.at_level(logging.WARNING, logger="lockserve.pipeline"):
+        out = validate_default(raw, params, unit=unit)
+    assert 4 not in out.index and len(out) == 5
+    assert f"dropping 1 row(s) with no target: {unit}(s) 4" in caplog.messages
+
+
+def test_an_integer_label_that_is_not_a_number_is_named(params):
+    p = params["prepare"]
+    columns = {**p["columns"], "species": {"type": "category", "categories": [0, 1]}}
+    raw = good_rows()
+    raw["species"] = ["0", "1", "x", "1"]
+    with pytest.raises(StageError) as err:
+        validate_default(raw, params, unit="row", columns=columns)
+    assert str(err.value) == "target 'species' has value(s) ['x'] outside [0, 1] on row(s) 4"
+
+
+def test_a_regression_target_out_of_range_names_the_range(params):
+    p = params["prepare"]
+    columns = {**p["columns"], "body_mass_g": {"type": "number", "min": 2000.0, "max": 7000.0}}
+    features = [f for f in p["features"] if f != "body_mass_g"]
+    raw = good_rows()
+    raw.loc[3, "body_mass_g"] = "9000"
+    with pytest.raises(StageError) as err:
+        validate_default(
+            raw, params, columns=columns, target="body_mass_g", features=features, task="regression"
+        )
+    assert str(err.value) == (
+        "target 'body_mass_g' has value(s) ['9000.0'] outside [2000.0, 7000.0] on line(s) 3"
+    )
+
+
+def test_a_constant_column_of_one_row_is_named():
+    one = pd.DataFrame({"island": ["Dream"]})
+    with pytest.raises(StageError) as err:
+        check_features_carry_signal(one, ["island"])
+    assert str(err.value) == "column 'island' is constant ('Dream'): drop it from features"
+
+
+def test_a_column_that_is_not_numeric_names_three_samples_and_every_line(params):
+    raw = good_rows(6)
+    raw["body_mass_g"] = ["heavy", "light", "3750", "huge", "vast", "heavy"]
+    with pytest.raises(StageError) as err:
+        validate_default(raw, params)
+    assert str(err.value) == (
+        "column 'body_mass_g' must be numeric; found 'heavy', 'light', 'huge' on line(s) "
+        "2, 3, 5, 6, 7"
+    )
+
+
+def test_a_table_without_rows_is_named(params):
+    with pytest.raises(StageError) as err:
+        validate_default(good_rows().iloc[:0], params)
+    assert str(err.value) == "raw table has no rows"
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ([], "params: prepare.columns must map column names to declarations"),
+        ({"x": "number"}, "params: column 'x' needs a mapping with a type"),
+        (
+            {"x": {"type": "category", "categories": "abc"}},
+            "params: column 'x' is a category with no categories",
+        ),
+        (
+            {"x": {"type": "category", "categories": ["a", True]}},
+            "params: column 'x' lists True, which YAML read as bool; quote it (e.g. 'true')",
+        ),
+        (
+            {"x": {"type": "category", "categories": [1.5]}},
+            "params: column 'x' category 1.5 is not a string or integer",
+        ),
+        (
+            {"x": {"type": "category", "categories": [2**63]}},
+            "params: column 'x' lists an integer beyond 64 bits",
+        ),
+        (
+            {"x": {"type": "category", "categories": [-(2**63) - 1]}},
+            "params: column 'x' lists an integer beyond 64 bits",
+        ),
+        (
+            {"x": {"type": "number", "min": 0, "max": 1, "nullable": "yes"}},
+            "params: column 'x' nullable must be true or false",
+        ),
+        (
+            {"x": {"type": "number", "min": "low", "max": 1}},
+            "params: column 'x' needs numeric min < max, both finite",
+        ),
+    ],
+)
+def test_bad_column_declarations_are_named_exactly(spec, message):
+    with pytest.raises(StageError) as err:
+        parse_columns(spec)
+    assert str(err.value) == message
+
+
+def test_declarations_take_every_64_bit_label_and_default_to_nullable():
+    columns = parse_columns(
+        {
+            "label": {"type": "category", "categories": [-(2**63), 0, 2**63 - 1]},
+            "x": {"type": "number", "min": 0, "max": 1},
+        }
+    )
+    assert columns["label"].categories == (-(2**63), 0, 2**63 - 1)
+    assert columns["x"].nullable and columns["label"].nullable
+
+
+def test_row_rules_log_what_they_drop_and_name_an_empty_result(params, caplog):
+    raw = good_rows(6)
+    for col in ["bill_depth_mm", "flipper_length_mm", "body_mass_g"]:
+        raw.loc[2, col] = None
+    raw.loc[4, "island"] = "Atlantis"
+    with caplog.at_level(logging.INFO, logger="lockserve.pipeline"):
+        validate_default(raw, params, unit="row", max_missing_features=2)
+    assert "dropping 1 row(s) missing more than 2 feature values: row(s) 2" in caplog.messages
+    assert "dropping: column 'island' is out of its declared domain on row(s) 4" in caplog.messages
+    raw["island"] = "Atlantis"
+    with pytest.raises(StageError) as err:
+        validate_default(raw, params)
+    assert str(err.value) == "no valid rows left after applying the row rules"
