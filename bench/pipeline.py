@@ -526,7 +526,8 @@ def earlier_cases(plan: list[tuple[int, str]], now: dict[str, Any]) -> list[dict
     same = ("features", "train", "dvc", "sklearn", "cores")
     if any(earlier["meta"].get(k) != now[k] for k in same):
         return []
-    kept = [c for c in earlier["cases"] if (c["rows"], c["task"]) not in set(plan)]
+    planned = set(plan)
+    kept = [c for c in earlier["cases"] if (c["rows"], c["task"]) not in planned]
     for case in kept:
         case.setdefault("date", earlier["meta"]["date"])
     return kept

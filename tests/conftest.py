@@ -244,15 +244,18 @@ def model_repo_template(tmp_path_factory, artifacts) -> Path:
     kept = Path(REUSE) / "model-repo" if REUSE else None
     if kept is not None and kept.exists():
         return kept
-    base = tmp_path_factory.mktemp("model-repo")
+    keep = kept is not None and _clean_run()
+    if keep:
+        base = kept.with_name(f"model-repo.{os.getpid()}")
+    else:
+        base = tmp_path_factory.mktemp("model-repo")
     pinned_repo(base, {"v1": artifacts["v1"], "v2": artifacts["v2"]})
-    if kept is not None and _clean_run():  # model_repo points each copy at its own remote
-        partial = kept.with_name(f"model-repo.{os.getpid()}")
-        shutil.copytree(base, partial, symlinks=True)
+    if keep:  # model_repo points each copy at its own remote, wherever the template sits
         try:
-            partial.rename(kept)
-        except OSError:  # another worker kept its copy first
-            shutil.rmtree(partial)
+            base.rename(kept)
+            return kept
+        except OSError:  # another worker kept its template first; this one stays where it is
+            pass
     return base
 
 

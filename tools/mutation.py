@@ -30,6 +30,7 @@ from pathlib import Path
 
 JUDGED = Path(__file__).with_name("mutation_survivors.toml")
 RESULTS = Path("bench/results/mutation.md")
+TIMING = Path("mutants", "run-time.json")
 CAUGHT = ("killed", "timeout")  # a mutant that makes the tests hang is caught too
 COLUMNS = ("killed", "timeout", "survived", "no tests", "suspicious", "segfault", "not checked")
 
@@ -140,15 +141,16 @@ def report(elapsed_s: float | None = None, markdown: bool = False) -> int:
         for path, counts in rows:
             cells = "".join(f"{counts[c]:>12}" for c in shown)
             say(f"{path:<{width}} {sum(counts.values()):>8}{cells}")
+    item = "- " if markdown else ""
     if count:
-        say(f"\ncaught {caught} of {count} ({100 * caught / count:.1f}%)")
         meaningful = count - len(explained)
+        say(f"\n{item}caught {caught} of {count} ({100 * caught / count:.1f}%)")
         say(
-            f"left alive and judged equivalent or harmless: {len(explained)}; caught of the "
-            f"rest: {caught} of {meaningful} ({100 * caught / max(meaningful, 1):.1f}%)"
+            f"{item}left alive and judged equivalent or harmless: {len(explained)}; caught of "
+            f"the rest: {caught} of {meaningful} ({100 * caught / max(meaningful, 1):.1f}%)"
         )
     if elapsed_s is not None:
-        say(f"\nthe run took {elapsed_s / 60:.1f} min")
+        say(f"{item}the last full run took {elapsed_s / 60:.1f} min")
     unexplained = [a for a in alive if a[1] not in judged]
     if markdown and alive:
         say("\n| mutant | change | status | why it may live |")
@@ -161,6 +163,11 @@ def report(elapsed_s: float | None = None, markdown: bool = False) -> int:
         for _, name, status in unexplained:
             say(f"  {name}: {status}")
     return len(unexplained)
+
+
+def _full_run_s() -> float | None:
+    """How long the last full run took (a re-run of some mutants keeps it)."""
+    return json.loads(TIMING.read_text())["seconds"] if TIMING.exists() else None
 
 
 def write_markdown(elapsed_s: float | None) -> int:
@@ -181,7 +188,7 @@ def write_markdown(elapsed_s: float | None) -> int:
         f"tests that reach its function{took} ({time.strftime('%Y-%m-%d')}). A mutant left "
         "alive is either killed by a new test or judged in tools/mutation_survivors.toml: "
         "equivalent (no input tells it from the code) or harmless (what it changes no user "
-        "sees).\n\n" + body.getvalue().replace("\n\ncaught", "\n\nCaught").lstrip("\n"),
+        "sees).\n\n" + body.getvalue().lstrip("\n"),
         encoding="utf-8",
     )
     return unexplained
@@ -199,11 +206,8 @@ def main() -> None:
     parser.add_argument("mutants", nargs="*", help="re-run only these mutants (names or globs)")
     args = parser.parse_args()
     _patch_mutmut()
-    timing = Path("mutants", "run-time.json")
-    if args.report or args.markdown:
-        elapsed = json.loads(timing.read_text())["seconds"] if timing.exists() else None
-        unexplained = write_markdown(elapsed) if args.markdown else report(elapsed)
-    else:
+    ran = not (args.report or args.markdown)
+    if ran:
         from mutmut.__main__ import _run
 
         if not (args.mutants or args.resume):  # a full run starts afresh
@@ -212,12 +216,12 @@ def main() -> None:
         os.environ["LOCKSERVE_TEST_REUSE"] = str(Path("mutants", "reused").absolute())
         started = time.monotonic()
         _run(args.mutants, os.cpu_count())
-        elapsed = time.monotonic() - started
         if not (args.mutants or args.resume):
-            timing.write_text(json.dumps({"seconds": round(elapsed, 1)}))
-        report(elapsed)
-        full_run_s = json.loads(timing.read_text())["seconds"] if timing.exists() else None
-        unexplained = write_markdown(full_run_s)  # the time of the last full run
+            TIMING.write_text(json.dumps({"seconds": round(time.monotonic() - started, 1)}))
+    full_run_s = _full_run_s()  # a re-run of some mutants keeps the last full run's time
+    unexplained = report(full_run_s) if args.report else write_markdown(full_run_s)
+    if ran:
+        report(full_run_s)  # the table on screen as well
     if unexplained:
         raise SystemExit(
             f"tools.mutation: {unexplained} mutant(s) not caught and not judged: kill them with "
