@@ -9,7 +9,7 @@ DVC    := $(BIN)/dvc
 export PATH := $(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data init pipeline run serve test lint push pull lock clean bench bench-pipeline bench-tools deploy s3-up s3-down reload browser mutation
+.PHONY: help setup data init pipeline run serve test clients proto lint push pull lock clean bench bench-pipeline bench-protocols bench-tools deploy s3-up s3-down reload browser mutation
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -22,6 +22,15 @@ $(VENV)/.installed-%: requirements/%.lock
 	touch $@
 
 setup: $(VENV)/.installed-dev  ## create .venv with the pinned dependencies
+
+CLIENTS := .venv-clients
+$(CLIENTS)/.installed: requirements/clients.lock
+	$(PYTHON) -m venv $(CLIENTS)
+	$(CLIENTS)/bin/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	$(CLIENTS)/bin/uv pip sync -q --python $(CLIENTS)/bin/python $<
+	touch $@
+
+clients: $(CLIENTS)/.installed  ## .venv-clients: tritonclient, the kserve SDK and mlflow, for the protocol tests
 
 data: setup  ## the raw table params.yaml names: work tree, else the default remote, else the packaged example (md5-checked)
 	$(BIN)/python -m tools.data
@@ -41,11 +50,15 @@ run: pipeline serve  ## set up, reproduce or pull the pipeline, then serve on :8
 serve: setup  ## gunicorn + uvicorn workers on $$HOST:$$PORT (127.0.0.1:8000), WEB_CONCURRENCY workers
 	$(BIN)/gunicorn -c api/gunicorn_conf.py api.main:app
 
-test: data lint browser .dvc/plots-page.html  ## set up, then lint and the whole test suite
+test: data lint browser clients .dvc/plots-page.html  ## set up, then lint and the whole test suite
 	$(BIN)/python -m pytest -vv
 
 mutation: setup  ## mutmut over the modules [tool.mutmut] only_mutate lists, with the fast tests (not in `make test`)
 	$(BIN)/python -m tools.mutation $(MUTANTS)
+
+proto: setup  ## regenerate the gRPC stubs in api/proto from its .proto (committed; a test checks they match)
+	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. \
+	  api/proto/open_inference_grpc.proto
 
 reload:  ## zero-downtime reload of serving.yaml (gunicorn HUP: new workers, old ones drain)
 	kill -HUP $$(cat $${LOCKSERVE_PIDFILE:-.lockserve/gunicorn.pid})
@@ -75,6 +88,9 @@ bench-tools:  ## Apache Bench (ab) from Debian's apache2-utils, if missing
 bench: pipeline bench-tools  ## load test vs the lecture's Flask baseline; writes bench/results and README
 	$(BIN)/python -m bench.run
 
+bench-protocols: setup  ## gRPC vs REST (lockserve JSON, OIP, MLflow) on one server, one load generator; writes bench/results and README
+	$(BIN)/python -m bench.protocols
+
 bench-pipeline: setup  ## dvc repro at 100k and 1M rows (ROWS="..." for others) vs the bare fit; writes bench/results and README
 	$(BIN)/python -m bench.pipeline $(if $(ROWS),--rows $(ROWS))
 
@@ -94,6 +110,8 @@ lock:  ## re-pin every dependency from pyproject.toml (needs uv in .venv)
 	  -c requirements/dev.lock -o requirements/pipeline.lock
 	$(BIN)/uv pip compile -q pyproject.toml --extra api --python-version 3.11 \
 	  -c requirements/dev.lock -o requirements/api.lock
+	$(BIN)/uv pip compile -q pyproject.toml --extra clients --python-version 3.11 \
+	  -o requirements/clients.lock
 
 clean:  ## remove the virtualenv and caches (not the DVC cache or remote)
-	rm -rf $(VENV) .pytest_cache .ruff_cache mutants
+	rm -rf $(VENV) $(CLIENTS) .pytest_cache .ruff_cache mutants

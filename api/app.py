@@ -1,16 +1,17 @@
-"""The application factory: create_app(settings) wires store, strategy, core, routes, errors."""
+"""The application factory: create_app(settings) wires store, strategy, runners, core, every
+protocol adapter, errors, and the lifespan that starts and stops what runs in the background."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
 
 from fastapi import FastAPI
 from pydantic.json_schema import models_json_schema
 
-from api import errors, rest, schemas, serving, strategies
-from api.batching import Batcher
-from api.core import PredictCore
-from api.fastpath import FastPredict
+from api import errors, protocols, runners, schemas, serving, strategies
+from api.core import Core
 from api.middleware import RequestContext
 from api.resolver import ResolutionError, resolve
 from api.settings import Settings
@@ -59,20 +60,19 @@ def build_store(settings: Settings, config: serving.ServingConfig) -> ModelStore
     return store
 
 
-def batchers_for(store: ModelStore, settings: Settings) -> dict[str, Batcher]:
-    """An adaptive batcher per variant whose backend gains from one (or when forced on)."""
-    out = {}
-    for name in store.variants():
-        backend = store.get(name).backend
-        wanted = settings.batching or ("on" if backend.name == "sklearn" else "off")
-        if wanted == "on":
-            out[name] = Batcher(
-                backend.predict,
-                settings.max_batch_size,
-                settings.max_latency_ms / 1000,
-                name,
-            )
-    return out
+def runners_for(store: ModelStore, settings: Settings) -> dict[str, runners.Runner]:
+    """One runner per variant: the settings' choice, else the one its backend asks for."""
+    return {
+        name: runners.build(
+            store.get(name).backend,
+            name,
+            settings.runner,
+            settings.max_batch_size,
+            settings.max_latency_ms,
+            settings.threads,
+        )
+        for name in store.variants()
+    }
 
 
 def _openapi_with(app: FastAPI, request_model: type) -> dict[str, Any]:
@@ -87,18 +87,32 @@ def _openapi_with(app: FastAPI, request_model: type) -> dict[str, Any]:
     return app.openapi_schema
 
 
+class Service(Protocol):
+    """Something an adapter runs beside the HTTP app (a gRPC server), for the lifespan."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 class LockserveApp(FastAPI):
     """FastAPI with lockserve's own ASGI layers outermost.
 
-    Every HTTP request passes the request context (id, body checks, access log) and, when on,
-    the thin /predict handler before Starlette's middleware stack and router, so a prediction
-    does not pay for routing it does not use.
+    Every HTTP request passes the request context (id, body limit, access log) and then any
+    handler an adapter puts in front of the router (the thin /predict handler), so a
+    prediction does not pay for routing it does not use. Adapters also hand the app the
+    services they run beside it; the lifespan starts them after the core and stops them first.
     """
 
-    def wrap(self, settings: Settings, core: PredictCore) -> None:
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.services: list[Service] = []
+        self.fronts: list[Callable[[Any], Any]] = []
+
+    def wrap(self, settings: Settings) -> None:
         inner: Any = super().__call__
-        if settings.fast_path:
-            inner = FastPredict(inner, core)
+        for front in self.fronts:
+            inner = front(inner)
         self._entry = RequestContext(inner, max_body_bytes=settings.max_body_bytes)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -125,9 +139,24 @@ def create_app(
     elif strategy is None:
         strategy = Single(store.variants()[0])
     primary = store.get(strategy.primary)
-    request_model, response_model = schemas.build(primary.artifact.schema, settings.max_batch)
+    request_model = schemas.build(primary.artifact.schema, settings.max_batch)[0]
     shadow = ShadowRunner(store) if strategy.shadows else None
-    core = PredictCore(store, strategy, request_model, batchers_for(store, settings), shadow)
+    core = Core(store, strategy, request_model, runners_for(store, settings), shadow)
+
+    @asynccontextmanager
+    async def lifespan(app: LockserveApp) -> AsyncIterator[None]:
+        await core.start()
+        started: list[Service] = []
+        try:
+            for service in app.services:
+                await service.start()
+                started.append(service)
+            yield
+        finally:
+            for service in reversed(started):
+                await service.stop()
+            await core.stop()
+
     app = LockserveApp(
         title="lockserve",
         summary="Serves exactly the model that dvc.lock pins",
@@ -138,11 +167,13 @@ def create_app(
         ),
         version="0.1.0",
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        lifespan=lifespan,
     )
     app.openapi = lambda: _openapi_with(app, request_model)  # type: ignore[method-assign]
     errors.install(app)
-    app.include_router(rest.router(core, request_model, response_model))
-    app.wrap(settings, core)
+    for adapter in protocols.adapters():
+        adapter.install(app, core, settings)
+    app.wrap(settings)
     app.state.store = store
     app.state.core = core
     return app

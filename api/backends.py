@@ -25,6 +25,8 @@ class Backend(Protocol):
     name: str
     task: str  # classification | regression
     classes: list[Any]  # classification: in probability-column order; regression: []
+    inline: bool  # fast enough to call on the event loop (api/runners.py)
+    batches: bool  # gains from running many requests' rows at once
 
     def predict(self, rows: Sequence[Sequence[Any]]) -> np.ndarray:
         """Probabilities (rows x classes) for classification, values (rows) for regression."""
@@ -35,6 +37,8 @@ class OnnxBackend:
     """preprocess.json features (numpy) -> onnxruntime, single-threaded per worker."""
 
     name = "onnx"
+    inline = True  # microseconds a row: no thread hop
+    batches = False
 
     def __init__(self, artifact: Artifact) -> None:
         import onnxruntime as ort
@@ -60,6 +64,8 @@ class SklearnBackend:
     """The pickled sklearn Pipeline on a DataFrame of raw features."""
 
     name = "sklearn"
+    inline = False
+    batches = True  # a call's fixed milliseconds dwarf a row's cost
 
     def __init__(self, artifact: Artifact) -> None:
         import pandas as pd
@@ -86,18 +92,22 @@ class SklearnBackend:
         return np.asarray(self._pipeline.predict(frame), dtype=np.float64)
 
 
-def answers(task: str, classes: list[Any], output: Any) -> tuple[list[Any], list[dict]]:
-    """What a backend's output answers per row (labels or values), and the predictions."""
+def decide(task: str, classes: list[Any], output: Any) -> list[Any]:
+    """What a backend's output answers per row: a class (the label rule) or a value."""
+    if task == "classification":
+        return [classes[i] for i in labels(output).tolist()]
+    return output.tolist()
+
+
+def predictions(task: str, classes: list[Any], output: Any, answered: list[Any]) -> list[dict]:
+    """Per row {"label", "probabilities" by class name} or {"value"}."""
     if task == "classification":
         names = [str(c) for c in classes]
-        answered = [classes[i] for i in labels(output).tolist()]
-        predictions = [
+        return [
             {"label": label, "probabilities": dict(zip(names, p, strict=True))}
             for label, p in zip(answered, output.tolist(), strict=True)
         ]
-        return answered, predictions
-    values = output.tolist()
-    return values, [{"value": v} for v in values]
+    return [{"value": v} for v in answered]
 
 
 def select(artifact: Artifact, wanted: str) -> Backend:

@@ -1,7 +1,9 @@
 """Adaptive batching: requests that arrive while the model is busy run as one batch.
 
 Only validated instances ever join a batch. A batch that fails (it should not: every row was
-validated) is re-run request by request, so one request can never fail its batch-mates.
+validated) is re-run request by request, so one request can never fail its batch-mates. The
+collecting task and the model's thread are started and stopped by the app's lifespan
+(:meth:`Batcher.start`, :meth:`Batcher.stop`), never by a request.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from api import metrics
+from api.problems import Kind, ServiceError
 
 log = logging.getLogger("lockserve.batching")
 
@@ -37,7 +40,12 @@ class BatchStats:
 
 
 class Batcher:
-    """Collects rows for up to ``max_latency_s`` (or ``max_size`` rows), runs them together."""
+    """Collects rows for up to ``max_latency_s`` (or ``max_size`` rows), runs them together.
+
+    A runner (api/runners.py): ``run`` answers rows once ``start`` has run.
+    """
+
+    kind = "batch"
 
     def __init__(
         self,
@@ -54,17 +62,46 @@ class Batcher:
         self._queue: asyncio.Queue[tuple[Sequence[Any], asyncio.Future]] | None = None
         self._task: asyncio.Task | None = None
         self._held: tuple[Sequence[Any], asyncio.Future] | None = None
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch")
+        self._pool: ThreadPoolExecutor | None = None
+        self._running: list[tuple[Sequence[Any], asyncio.Future]] = []  # the batch computing
 
-    async def submit(self, rows: Sequence[Any]) -> np.ndarray:
+    async def start(self) -> None:
+        """Start the collecting task and the model's thread on the running loop."""
+        self._queue = asyncio.Queue()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch")
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        """Stop collecting; a request still waiting is refused as unavailable."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        pending = [*self._running, *([self._held] if self._held is not None else [])]
+        while self._queue is not None and not self._queue.empty():
+            pending.append(self._queue.get_nowait())
+        for _, future in pending:
+            if not future.done():
+                future.set_exception(ServiceError(Kind.UNAVAILABLE, "the server is stopping"))
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)  # a batch still computing ends on its own
+        self._queue = self._task = self._held = self._pool = None
+        self._running = []
+
+    async def run(self, rows: Sequence[Any]) -> np.ndarray:
         """Probabilities for ``rows``, computed in some batch together with other requests."""
-        if self._queue is None:
-            self._queue = asyncio.Queue()
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._loop())
+        if self._task is None or self._queue is None or self._task.done():
+            raise ServiceError(Kind.UNAVAILABLE, "the model's batcher is not running")
         future = asyncio.get_running_loop().create_future()
         await self._queue.put((rows, future))
         return await future
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "runner": self.kind,
+            "max_batch_size": self.max_size,
+            "max_latency_ms": self.max_latency_s * 1000,
+            "this_worker": self.stats.as_dict(),
+        }
 
     async def _next(self, timeout: float | None) -> tuple[Sequence[Any], asyncio.Future] | None:
         """The held-over request, else the next queued one (waiting up to ``timeout``)."""
@@ -110,6 +147,7 @@ class Batcher:
             ]  # a cancelled request is not computed
             if not batch:
                 continue
+            self._running = batch
             rows = [row for part, _ in batch for row in part]
             self.stats.batches += 1
             self.stats.rows += len(rows)

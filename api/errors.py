@@ -1,4 +1,5 @@
-"""Every error as JSON {"error": {"code", "message", "details"}} with the right status."""
+"""HTTP face of errors: a :class:`~api.problems.Kind` as a status, every error as JSON
+{"error": {"code", "message", "details"}}, and the FastAPI handlers that make it so."""
 
 from __future__ import annotations
 
@@ -11,8 +12,19 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from api.logs import FIELDS
+from api.problems import INTERNAL, Kind, ServiceError, from_validation
 
 log = logging.getLogger("lockserve.errors")
+
+STATUS = {
+    Kind.MALFORMED: 400,
+    Kind.INVALID: 422,
+    Kind.NOT_FOUND: 404,
+    Kind.CONFLICT: 409,
+    Kind.TOO_LARGE: 413,
+    Kind.UNAVAILABLE: 503,
+    Kind.INTERNAL: 500,
+}
 
 CODES = {
     400: "malformed_json",
@@ -27,24 +39,16 @@ CODES = {
 }
 
 
-class ApiError(Exception):
-    """A request the service refuses: status, message and details for the JSON error body."""
-
-    def __init__(self, status: int, message: str, details: list[Any] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.details = status, message, details or []
-
-    def body(self) -> dict[str, Any]:
-        return error_body(self.status, self.message, self.details)
-
-
-INTERNAL = "internal error; see the server log for this request id"
-
-
 def error_body(status: int, message: str, details: list[Any] | None = None) -> dict[str, Any]:
     return {
         "error": {"code": CODES.get(status, "error"), "message": message, "details": details or []}
     }
+
+
+def body_of(error: ServiceError) -> tuple[int, dict[str, Any]]:
+    """The status and JSON body lockserve's own REST API answers ``error`` with."""
+    status = STATUS[error.kind]
+    return status, error_body(status, error.message, error.details)
 
 
 def error_response(
@@ -53,53 +57,14 @@ def error_response(
     return JSONResponse(error_body(status, message, details), status_code=status, headers=headers)
 
 
-def validation_details(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Pydantic errors as {instance, field, type, message}: which instance, which field."""
-    details = []
-    for err in errors:
-        loc = [p for p in err.get("loc", ()) if p != "body"]
-        detail: dict[str, Any] = {"type": err["type"], "message": err["msg"], "loc": loc}
-        if len(loc) >= 2 and loc[0] == "instances" and isinstance(loc[1], int):
-            detail["instance"] = loc[1]
-            if len(loc) >= 3:
-                detail["field"] = str(loc[2])
-        elif loc:
-            detail["field"] = str(loc[-1]) if not isinstance(loc[-1], int) else str(loc[0])
-        details.append(detail)
-    return details
-
-
-def summary(details: list[dict[str, Any]]) -> str:
-    """One line naming the first problems: 'instance 0, field x: message'."""
-    parts = []
-    for d in details[:3]:
-        where = []
-        if "instance" in d:
-            where.append(f"instance {d['instance']}")
-        if "field" in d:
-            where.append(f"field '{d['field']}'")
-        parts.append(f"{', '.join(where) or 'body'}: {d['message']}")
-    more = f" (+{len(details) - 3} more)" if len(details) > 3 else ""
-    return "; ".join(parts) + more
-
-
-def from_validation(errors: list[dict[str, Any]]) -> ApiError:
-    """400 for JSON that does not parse, else 422 naming each instance and field."""
-    bad = next((e for e in errors if e["type"] == "json_invalid"), None)
-    if bad is not None:
-        reason = (bad.get("ctx") or {}).get("error", bad["msg"])
-        return ApiError(400, f"request body is not valid JSON: {reason}")
-    details = validation_details(errors)
-    return ApiError(422, summary(details), details)
-
-
 async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-    error = from_validation(list(exc.errors()))
-    return error_response(error.status, error.message, error.details)
+    status, body = body_of(from_validation(list(exc.errors())))
+    return JSONResponse(body, status_code=status)
 
 
-async def _api(request: Request, exc: ApiError) -> JSONResponse:
-    return error_response(exc.status, exc.message, exc.details)
+async def _service(request: Request, exc: ServiceError) -> JSONResponse:
+    status, body = body_of(exc)
+    return JSONResponse(body, status_code=status)
 
 
 async def _http(request: Request, exc: HTTPException) -> JSONResponse:
@@ -119,6 +84,6 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every failure into the JSON error shape."""
     app.add_exception_handler(RequestValidationError, _validation)
-    app.add_exception_handler(ApiError, _api)
+    app.add_exception_handler(ServiceError, _service)
     app.add_exception_handler(HTTPException, _http)
     app.add_exception_handler(Exception, _unexpected)

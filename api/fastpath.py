@@ -1,62 +1,94 @@
 """The thin ASGI handler for POST /predict, in front of FastAPI's router.
 
-It saves FastAPI's per-request routing and Request/Response work by calling the prediction
-core directly; everything else (and /predict when it is off) goes to FastAPI. Same core, same
-errors, same OpenAPI description.
+It saves FastAPI's per-request routing and Request/Response work by calling the REST adapter's
+handler directly; everything else (and /predict when it is off) goes to FastAPI. Same core,
+same errors, same OpenAPI description.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 
-from api.core import PredictCore
-from api.errors import INTERNAL, ApiError, error_body
+from api.errors import body_of, error_body
 from api.logs import FIELDS
+from api.problems import INTERNAL, ServiceError
 
 log = logging.getLogger("lockserve.fastpath")
 
 JSON = [(b"content-type", b"application/json")]
 
+Handler = Callable[[Any, bytes, "str | None", dict[str, Any]], Awaitable[bytes]]
+
+
+def is_json(content_type: bytes | None) -> bool:
+    """application/json or application/*+json (parameters such as charset allowed)."""
+    if not content_type:
+        return False
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or (
+        media.startswith(b"application/") and media.endswith(b"+json")
+    )
+
 
 class FastPredict:
-    """ASGI middleware answering POST /predict with :class:`PredictCore`."""
+    """ASGI middleware answering POST /predict with ``handler(core, body, routing_key, state)``."""
 
-    def __init__(self, app: Any, core: PredictCore) -> None:
+    def __init__(self, app: Any, core: Any, handler: Handler) -> None:
         self.app = app
         self.core = core
+        self.handler = handler
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] != "/predict" or scope["method"] != "POST":
             await self.app(scope, receive, send)
+            return
+        routing_key = content_type = None
+        for key, value in scope["headers"]:
+            if key == b"x-routing-key":
+                routing_key = value.decode("latin-1")
+            elif key == b"content-type":
+                content_type = value
+        state = scope.setdefault("state", {})
+        state["route"] = "/predict"
+        if not is_json(content_type):
+            given = content_type.decode("latin-1") if content_type else "none"
+            status, payload = (
+                415,
+                orjson.dumps(
+                    error_body(
+                        415, f"content type {given!r} is not supported; send application/json"
+                    )
+                ),
+            )
+            await self._send(send, status, payload)
             return
         chunks, more = [], True
         while more:
             message = await receive()
             chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
-        routing_key = None
-        for key, value in scope["headers"]:
-            if key == b"x-routing-key":
-                routing_key = value.decode("latin-1")
         try:
             status, payload = (
                 200,
-                await self.core.predict(
-                    b"".join(chunks), routing_key, scope.setdefault("state", {})
-                ),
+                await self.handler(self.core, b"".join(chunks), routing_key, state),
             )
-        except ApiError as error:
-            status, payload = error.status, orjson.dumps(error.body())
+        except ServiceError as error:
+            status, body = body_of(error)
+            payload = orjson.dumps(body)
         except Exception:  # noqa: BLE001 - never a trace in a response
-            request_id = scope.get("state", {}).get("request_id")
             log.exception(
-                "unhandled error on POST /predict", extra={FIELDS: {"request_id": request_id}}
+                "unhandled error on POST /predict",
+                extra={FIELDS: {"request_id": state.get("request_id")}},
             )
-
             status, payload = 500, orjson.dumps(error_body(500, INTERNAL))
+        await self._send(send, status, payload)
+
+    @staticmethod
+    async def _send(send: Any, status: int, payload: bytes) -> None:
         await send(
             {
                 "type": "http.response.start",

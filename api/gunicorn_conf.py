@@ -6,6 +6,7 @@ stops the server before it listens, and workers share the loaded model's memory.
 
 import logging
 import os
+import sys
 import tempfile
 import time
 
@@ -27,6 +28,18 @@ pidfile = os.environ.get("LOCKSERVE_PIDFILE", ".lockserve/gunicorn.pid")  # for 
 os.makedirs(os.path.dirname(pidfile) or ".", exist_ok=True)
 accesslog = None  # the app logs one JSON line per request
 control_socket_disable = True  # several servers may run side by side (tests, bench)
+
+
+def on_starting(server: object) -> None:
+    """Refuse to start when an adapter's preflight check finds a problem (the gRPC port is
+    taken), before any worker starts."""
+    from api.protocols import preflight
+    from api.settings import Settings
+
+    problem = preflight(Settings())
+    if problem is not None:
+        logging.getLogger("lockserve").critical("refusing to start: %s", problem)
+        sys.exit(3)
 
 
 def post_worker_init(worker: object) -> None:

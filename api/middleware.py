@@ -1,8 +1,8 @@
-"""Request context (pure ASGI): request id, body limits, content type, one JSON access log line.
+"""Request context (pure ASGI): request id, body limit, one JSON access log line, metrics.
 
-Bodies of the JSON endpoints are read here, at most ``max_body_bytes`` of them, before the app
-sees the request: an oversize body gets 413 and a body that is not JSON gets 415 without
-touching a model.
+Every request body is read here, at most ``max_body_bytes`` of it, before the app sees the
+request: an oversize body gets 413 without touching a model. What a body must be (JSON, CSV,
+tensors) is each protocol adapter's to say.
 """
 
 from __future__ import annotations
@@ -22,20 +22,6 @@ from api.logs import FIELDS
 log = logging.getLogger("lockserve.access")
 
 BODY_METHODS = {b"POST", b"PUT", b"PATCH"}
-# endpoints whose body is JSON: checked here (size, content type) before the app sees them;
-# a POST elsewhere goes on to the router's 404 or 405
-JSON_PATHS = {"/predict", "/feedback"}
-# paths that get their own metrics label; anything else is "other" (bounded cardinality)
-KNOWN_PATHS = {
-    "/predict",
-    "/feedback",
-    "/model",
-    "/metrics",
-    "/health/live",
-    "/health/ready",
-    "/docs",
-    "/openapi.json",
-}
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 Scope = dict[str, Any]
@@ -48,13 +34,13 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
-def _is_json(content_type: bytes | None) -> bool:
-    if not content_type:
-        return False
-    media = content_type.split(b";", 1)[0].strip().lower()
-    return media == b"application/json" or (
-        media.startswith(b"application/") and media.endswith(b"+json")
-    )
+def route_of(scope: Scope) -> str:
+    """The metrics label of a request: its route's template (``/v2/models/{name}/infer``), or
+    ``other`` for a path no route matched (bounded cardinality)."""
+    route = scope.get("route")
+    if route is not None and hasattr(route, "path"):
+        return route.path
+    return scope.get("state", {}).get("route") or "other"
 
 
 class RequestContext:
@@ -81,12 +67,12 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode()))
+                headers.append((b"x-request-id", state["request_id"].encode()))
                 message = {**message, "headers": headers}
             await send(message)
 
         try:
-            if scope["method"].encode() in BODY_METHODS and scope["path"] in JSON_PATHS:
+            if scope["method"].encode() in BODY_METHODS:
                 problem = await self._check_body(scope, receive)
                 if isinstance(problem, tuple):
                     await self._reject(send_with_id, *problem)
@@ -95,8 +81,7 @@ class RequestContext:
             await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
-            path = scope["path"] if scope["path"] in KNOWN_PATHS else "other"
-            labels = (path, state.get("variant") or "", str(status["code"]))
+            labels = (route_of(scope), state.get("variant") or "", str(status["code"]))
             metrics.REQUESTS.labels(*labels).inc()
             metrics.LATENCY.labels(*labels).observe(elapsed)
             log.info(
@@ -106,7 +91,7 @@ class RequestContext:
                 status["code"],
                 extra={
                     FIELDS: {
-                        "request_id": request_id,
+                        "request_id": state["request_id"],
                         "method": scope["method"],
                         "path": scope["path"],
                         "status": status["code"],
@@ -120,9 +105,6 @@ class RequestContext:
 
     async def _check_body(self, scope: Scope, receive: Any) -> Any:
         """Return a replaying ``receive`` for an acceptable body, else (status, message)."""
-        if not _is_json(_header(scope, b"content-type")):
-            given = (_header(scope, b"content-type") or b"none").decode("latin-1")
-            return 415, f"content type {given!r} is not supported; send application/json"
         declared = _header(scope, b"content-length")
         limit = self.max_body_bytes
         if declared and declared.isdigit() and int(declared) > limit:

@@ -32,6 +32,8 @@ class Bandit(BaseModel):
     algorithm: Literal["thompson", "epsilon_greedy"] = "thompson"
     epsilon: float = Field(0.1, ge=0, le=1)
     seed: int = 0
+    # how often each worker writes who answered what and reads the totals back
+    flush_ms: float = Field(50.0, gt=0, le=60000)
 
 
 class ServingConfig(BaseModel):

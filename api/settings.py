@@ -1,5 +1,6 @@
 """Service settings, read from the environment (LOCKSERVE_*) by pydantic-settings."""
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -38,9 +39,22 @@ class Settings(BaseSettings):
     backend: Literal["onnx", "sklearn"] = Field(
         "onnx", description="onnx whenever the artifact has a graph (else sklearn), or sklearn"
     )
-    batching: Literal["on", "off"] | None = Field(
-        None, description="adaptive batching; default on for sklearn, off for onnx"
+    runner: Literal["inline", "thread", "batch"] | None = Field(
+        None,
+        description="how a variant runs: on the event loop, in a thread pool, or in adaptive "
+        "batches; default batch for sklearn, inline for onnx",
     )
+    threads: int = Field(4, ge=1, le=64, description="thread pool size of the thread runner")
     max_batch_size: int = Field(256, ge=1, description="most rows in one adaptive batch")
     max_latency_ms: float = Field(2.0, ge=0, description="longest a row waits for batch-mates")
     fast_path: bool = Field(True, description="answer /predict with the thin ASGI handler")
+    grpc_port: int = Field(
+        8001, ge=0, le=65535, description="Open Inference Protocol over gRPC; 0 turns it off"
+    )
+    grpc_host: str = Field(
+        default_factory=lambda: os.environ.get("HOST", "127.0.0.1"),
+        description="interface the gRPC server binds (the HTTP server's HOST by default)",
+    )
+    grpc_grace_s: float = Field(
+        5.0, ge=0, description="on shutdown, how long calls in progress may finish"
+    )

@@ -1,4 +1,5 @@
-"""Shadow scoring off the request path: a bounded queue and one background task per worker.
+"""Shadow scoring off the request path: a bounded queue and one background task per worker,
+started and stopped by the app's lifespan.
 
 The request only enqueues (dropping and counting when the queue is full); the shadow model
 runs in its own thread after the response has gone. Each result is one JSON log line with the
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from api import metrics
-from api.backends import answers
+from api.backends import decide
 from api.logs import FIELDS
 from api.store import ModelStore
 
@@ -51,17 +52,38 @@ class ShadowRunner:
         self.stats: dict[str, ShadowStats] = {}
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue(self.max_queue)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        """Stop scoring; what is still queued is counted as dropped."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        while self._queue is not None and not self._queue.empty():
+            variant = self._queue.get_nowait()[0]
+            self.stats.setdefault(variant, ShadowStats()).dropped += 1
+            metrics.SHADOW_DROPPED.labels(variant).inc()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+        self._queue, self._task, self._pool = None, None, None
+
+    def describe(self, variant: str) -> dict[str, float]:
+        return self.stats.get(variant, ShadowStats()).as_dict()
 
     def submit(
         self, variant: str, instances: list[Any], request_id: str | None, answered: list[Any]
     ) -> None:
-        """Queue a shadow scoring; never waits, never raises into the request."""
+        """Queue a shadow scoring; never waits, never raises into the request (not running or
+        full: dropped and counted)."""
         stats = self.stats.setdefault(variant, ShadowStats())
-        if self._queue is None:
-            self._queue = asyncio.Queue(self.max_queue)
-            self._task = asyncio.get_running_loop().create_task(self._loop())
         try:
+            if self._queue is None:
+                raise asyncio.QueueFull
             self._queue.put_nowait((variant, instances, request_id, answered))
         except asyncio.QueueFull:
             stats.dropped += 1
@@ -87,7 +109,7 @@ class ShadowRunner:
                     extra={FIELDS: {"request_id": request_id, "variant": variant}},
                 )
                 continue
-            shadow, _ = answers(model.backend.task, model.backend.classes, output)
+            shadow = decide(model.backend.task, model.backend.classes, output)
             fields: dict[str, Any] = {
                 "request_id": request_id,
                 "variant": variant,

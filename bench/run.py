@@ -6,7 +6,8 @@ single-row requests (HTTP/1.0, as the lecture's `ab -c 100 -n 1000`):
   off and on; lockserve as configured by default (ONNX); the HTTP floor (a hello-world app
   under the same server and workers). Then 1000-instance requests (rows/s), in-process
   predict cost (pytest-benchmark), RSS per worker and in all, and start-to-ready time.
-Results: bench/results/bench.json, bench/results/bench.md and the README table.
+Results: bench/results/bench.json, bench/results/bench.md and the README table. Then gRPC
+next to REST on one server (bench/protocols.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import psutil
 
+from bench import protocols
 from tests.conftest import PENGUIN
 from tests.servers import Server, free_port, running
 
@@ -46,12 +48,12 @@ SERVERS: dict[str, tuple[str, dict[str, str], int]] = {
     ),
     "lockserve sklearn, batching off": (
         f"{GUNICORN} api.main:app",
-        {"LOCKSERVE_BACKEND": "sklearn", "LOCKSERVE_BATCHING": "off"},
+        {"LOCKSERVE_BACKEND": "sklearn", "LOCKSERVE_RUNNER": "thread"},
         2000,
     ),
     "lockserve sklearn, batching on": (
         f"{GUNICORN} api.main:app",
-        {"LOCKSERVE_BACKEND": "sklearn", "LOCKSERVE_BATCHING": "on"},
+        {"LOCKSERVE_BACKEND": "sklearn", "LOCKSERVE_RUNNER": "batch"},
         10000,
     ),
     DEFAULT: (f"{GUNICORN} api.main:app", {}, 20000),
@@ -273,6 +275,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     log.info("%s", write(bench(args.concurrency)))
+    log.info("%s", protocols.write(protocols.measure(protocols.BUDGET)))
 
 
 if __name__ == "__main__":

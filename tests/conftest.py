@@ -32,6 +32,10 @@ PENGUIN = {
 # otherwise rebuild them (about 15 s) each time. Unset, every session builds its own.
 REUSE = os.environ.get("LOCKSERVE_TEST_REUSE")
 
+# No app a test builds listens for gRPC on the default port (8001): a test that wants the gRPC
+# server gives it a free port of its own. Servers the tests start inherit this.
+os.environ["LOCKSERVE_GRPC_PORT"] = "0"
+
 
 def _clean_run() -> bool:
     """False while a mutant is switched on: what it builds is never kept for others."""

@@ -59,6 +59,7 @@ def isolated_env(log: Path, port: int, **env: str) -> dict[str, str]:
     if "LOCKSERVE_SERVING_FILE" not in env:
         serving.write_text(SINGLE)
     own = {
+        "LOCKSERVE_GRPC_PORT": "0",  # a test that wants gRPC gives it a free port
         "LOCKSERVE_SERVING_FILE": str(serving),
         "LOCKSERVE_PIDFILE": str(log.with_suffix(".pid")),
         "LOCKSERVE_STATE_DB": str(log.with_suffix(".state.sqlite")),

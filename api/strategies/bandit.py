@@ -3,7 +3,9 @@
 Each answered request is remembered (request id -> variant, labels) so that
 `POST /feedback` can credit the variant that answered it. The bookkeeping is buffered in
 memory and written in batches by a background flush, off the request path, into the shared
-state store (api/state.py), whose totals every worker reads back at each flush.
+state store (api/state.py), whose totals every worker reads back at each flush. The flush
+runs from the app's lifespan (:meth:`Bandit.start`); :meth:`Bandit.stop` writes what is still
+pending, so shutdown or reload loses no answered request.
 """
 
 from __future__ import annotations
@@ -16,8 +18,6 @@ from api import metrics
 from api.serving import Bandit as Options
 from api.serving import ServingConfig
 from api.state import StateStore, UnknownRequest
-
-FLUSH_S = 0.05
 
 
 class Bandit:
@@ -33,6 +33,7 @@ class Bandit:
         self.shadows: list[str] = []
         self.algorithm, self.epsilon = options.algorithm, options.epsilon
         self.max_age_s = max_age_s
+        self.flush_s = options.flush_ms / 1000
         self._state = state
         self._random = random.Random(options.seed)
         self._pending: list[tuple[str, str, list[str], float]] = []
@@ -67,13 +68,23 @@ class Bandit:
             return
         self._pending.append((request_id, variant, answered, time.time()))
         metrics.BANDIT_PULLS.labels(variant).inc()
-        if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())
+
+    async def start(self) -> None:
+        """Flush every ``flush_ms`` on the running loop until :meth:`stop`."""
+        self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())
+
+    async def stop(self) -> None:
+        """Stop the periodic flush, then write what is still pending."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+            self._flusher = None
+        await asyncio.get_running_loop().run_in_executor(None, self.flush)
 
     async def _flush_forever(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(FLUSH_S)
+            await asyncio.sleep(self.flush_s)
             await loop.run_in_executor(None, self.flush)
 
     def flush(self) -> None:
@@ -94,7 +105,7 @@ class Bandit:
                 if attempt == 0:
                     self.flush()  # this worker may not have written it yet
                 else:
-                    time.sleep(2 * FLUSH_S)  # nor another worker
+                    time.sleep(min(2 * self.flush_s, 1.0))  # nor another worker
             else:
                 metrics.BANDIT_REWARD.labels(variant).inc(credited)
                 metrics.BANDIT_FEEDBACK.labels(variant).inc()

@@ -259,7 +259,9 @@ def test_health_and_model(client, artifacts):
     assert model["metrics"] == {"reports/metrics.json": {"accuracy": 0.99}}
     assert [f["name"] for f in model["input_schema"]["features"]][0] == "island"
     assert model["strategy"] == "single" and model["backend"] == client.mode["backend"]
-    assert model["batching"]["enabled"] == (client.mode["backend"] == "sklearn")
+    assert model["runner"]["runner"] == (
+        "batch" if client.mode["backend"] == "sklearn" else "inline"
+    )
 
 
 def test_ready_is_503_without_a_model(artifacts):

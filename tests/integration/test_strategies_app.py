@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.backends import answers
+from api.backends import decide
 from api.serving import parse
 from api.settings import Settings
 from api.store import ModelStore
@@ -82,7 +82,7 @@ def instances_where_the_models_disagree(artifacts) -> list[dict]:
     labels = {}
     for name in ("stable", "candidate"):
         backend = models.get(name).backend
-        labels[name] = answers(backend.task, backend.classes, backend.predict(rows))[0]
+        labels[name] = decide(backend.task, backend.classes, backend.predict(rows))
     same = [
         r for r, a, b in zip(rows, labels["stable"], labels["candidate"], strict=True) if a == b
     ]
@@ -114,7 +114,7 @@ def test_shadow_scores_after_the_answer_and_logs_agreement(artifacts, caplog):
     # what the shadow model answers, computed from it directly
     shadow = two_models(artifacts).get("candidate").backend
     rows = [tuple(instance.values()) for instance in pair]
-    expected, _ = answers(shadow.task, shadow.classes, shadow.predict(rows))
+    expected = decide(shadow.task, shadow.classes, shadow.predict(rows))
     assert expected[0] == primary[0] and expected[1] != primary[1]
     lines = [r.fields for r in caplog.records if r.name == "lockserve.shadow"]
     assert {line["request_id"] for line in lines} == request_ids and len(lines) == 5
@@ -167,6 +167,7 @@ def test_full_shadow_queue_drops_and_counts(artifacts):
     runner = ShadowRunner(two_models(artifacts), max_queue=2)
 
     async def main():
+        await runner.start()
         for _ in range(5):
             runner.submit("candidate", [PENGUIN], "r", ["Gentoo"])
         return runner.stats["candidate"].dropped

@@ -179,7 +179,7 @@ def test_a_failing_request_never_fails_its_batch_mates(artifacts, tmp_path):
     assert all(body["predictions"][0]["label"] for _, body in good)
     assert len(bad) == 60 and all(status == 500 for status, _ in bad)
     assert all(body["error"]["code"] == "internal_error" for _, body in bad)
-    assert described["backend"] == "sklearn" and described["batching"]["enabled"]
+    assert described["backend"] == "sklearn" and described["runner"]["runner"] == "batch"
     reruns = [
         int(line["msg"].split(" ")[-5])
         for line in logs

@@ -1,6 +1,7 @@
 """Unit: the bandit's bookkeeping: who answered is written by a background flush, never on the
-request path; feedback credits the variant that answered, waiting for a flush that has not
-happened yet; and the metrics count pulls, rewards and feedback."""
+request path, started and stopped by the lifespan, with a last flush on stop; feedback credits
+the variant that answered, waiting for a flush that has not happened yet; and the metrics
+count pulls, rewards and feedback."""
 
 import asyncio
 import time
@@ -11,7 +12,9 @@ from prometheus_client import REGISTRY
 from api.serving import Bandit as Options
 from api.state import SqliteState, UnknownRequest
 from api.strategies import bandit as bandit_module
-from api.strategies.bandit import FLUSH_S, Bandit
+from api.strategies.bandit import Bandit
+
+FLUSH_S = Options().flush_ms / 1000
 
 
 def sample(name: str, variant: str) -> float:
@@ -46,6 +49,7 @@ def test_observing_writes_nothing_until_the_background_flush(tmp_path):
 
     async def main():
         bandit = Bandit(["a", "b"], state, Options(), 86400.0)
+        await bandit.start()
         bandit.observe("r1", "a", ["Adelie"])
         bandit.observe("r2", "a", ["Gentoo", "Adelie"])
         bandit.observe(None, "b", ["Adelie"])  # no request id: nothing to credit later
@@ -125,6 +129,7 @@ def test_the_background_flush_keeps_going(tmp_path):
 
     async def main():
         bandit = Bandit(["a", "b"], state, Options(), 86400.0)
+        await bandit.start()
         bandit.observe("r1", "a", ["x"])
         await asyncio.sleep(FLUSH_S * 4)
         first = state.totals()
@@ -136,3 +141,48 @@ def test_the_background_flush_keeps_going(tmp_path):
 
     assert asyncio.run(main()) == {"a": (1, 0.0, 0)}
     assert state.totals() == {"a": (1, 0.0, 0), "b": (1, 0.0, 0)}
+
+
+def test_observing_starts_no_task_and_stop_writes_what_is_pending(tmp_path):
+    state = SqliteState(tmp_path / "s.sqlite")
+
+    async def main():
+        bandit = Bandit(["a", "b"], state, Options(flush_ms=60000), 86400.0)
+        tasks = len(asyncio.all_tasks())
+        bandit.observe("r1", "a", ["x"])
+        assert len(asyncio.all_tasks()) == tasks  # nothing starts on a request
+        await bandit.start()
+        bandit.observe("r2", "b", ["y"])
+        await asyncio.sleep(0.05)
+        before_stop = state.totals()
+        await bandit.stop()
+        return before_stop, len(asyncio.all_tasks()) - tasks
+
+    before_stop, tasks_left = asyncio.run(main())
+    assert before_stop == {}  # a minute between flushes: nothing written yet
+    assert state.totals() == {"a": (1, 0.0, 0), "b": (1, 0.0, 0)}
+    assert tasks_left == 0
+    assert state.reward("r2", 1.0, None, 60) == ("b", 1.0)
+
+
+def test_the_flush_interval_comes_from_the_options(tmp_path):
+    state = SqliteState(tmp_path / "s.sqlite")
+
+    async def main():
+        bandit = Bandit(["a", "b"], state, Options(flush_ms=10), 86400.0)
+        await bandit.start()
+        bandit.observe("r1", "a", ["x"])
+        await asyncio.sleep(0.3)
+        written = state.totals()
+        await bandit.stop()
+        return written
+
+    assert asyncio.run(main()) == {"a": (1, 0.0, 0)}
+
+
+def test_waiting_for_another_worker_is_capped_at_a_second(monkeypatch):
+    slept: list[float] = []
+    monkeypatch.setattr(bandit_module.time, "sleep", slept.append)
+    bandit = Bandit(["a", "b"], Recording(unknown_times=2), Options(flush_ms=60000), 86400.0)
+    assert bandit.feedback("r1", 1.0, None) == ("b", 0.75)
+    assert slept == [1.0]

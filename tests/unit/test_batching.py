@@ -1,5 +1,6 @@
 """Unit: the adaptive batcher groups concurrent requests, isolates a failing one, keeps its
-collection window (who joins a batch and who waits for the next) and reports its batches."""
+collection window (who joins a batch and who waits for the next), reports its batches, and
+runs only between start and stop."""
 
 import asyncio
 import logging
@@ -10,6 +11,12 @@ import pytest
 from prometheus_client import REGISTRY
 
 from api.batching import Batcher, BatchStats
+from api.problems import Kind, ServiceError
+
+
+async def started(batcher: Batcher) -> Batcher:
+    await batcher.start()
+    return batcher
 
 
 def run(rows):
@@ -33,8 +40,8 @@ def test_concurrent_requests_share_a_batch_and_get_their_own_rows():
     spy = recording(seen)
 
     async def main():
-        batcher = Batcher(spy, max_size=64, max_latency_s=0.05)
-        results = await asyncio.gather(*(batcher.submit([i / 10, i / 10]) for i in range(8)))
+        batcher = await started(Batcher(spy, max_size=64, max_latency_s=0.05))
+        results = await asyncio.gather(*(batcher.run([i / 10, i / 10]) for i in range(8)))
         return batcher, results
 
     batcher, results = asyncio.run(main())
@@ -49,8 +56,8 @@ def test_batch_never_exceeds_max_size_by_joining():
     spy = recording(sizes)
 
     async def main():
-        batcher = Batcher(spy, max_size=4, max_latency_s=0.05)
-        await asyncio.gather(*(batcher.submit([0.5]) for _ in range(10)))
+        batcher = await started(Batcher(spy, max_size=4, max_latency_s=0.05))
+        await asyncio.gather(*(batcher.run([0.5]) for _ in range(10)))
 
     asyncio.run(main())
     assert max(sizes) <= 4 and sum(sizes) == 10
@@ -60,8 +67,8 @@ def test_a_failing_request_does_not_fail_its_batch_mates():
     sizes = []
 
     async def main():
-        batcher = Batcher(recording(sizes), max_size=64, max_latency_s=0.05)
-        jobs = [batcher.submit([0.1]), batcher.submit(["poison"]), batcher.submit([0.3])]
+        batcher = await started(Batcher(recording(sizes), max_size=64, max_latency_s=0.05))
+        jobs = [batcher.run([0.1]), batcher.run(["poison"]), batcher.run([0.3])]
         return await asyncio.gather(*jobs, return_exceptions=True)
 
     good, bad, other = asyncio.run(main())
@@ -74,8 +81,8 @@ def test_a_failing_request_does_not_fail_its_batch_mates():
 @pytest.mark.parametrize("latency", [0.0, 0.001])
 def test_a_lone_request_is_answered_without_waiting_for_company(latency):
     async def main():
-        batcher = Batcher(run, max_size=64, max_latency_s=latency)
-        return await asyncio.wait_for(batcher.submit([0.2]), timeout=1)
+        batcher = await started(Batcher(run, max_size=64, max_latency_s=latency))
+        return await asyncio.wait_for(batcher.run([0.2]), timeout=1)
 
     np.testing.assert_allclose(asyncio.run(main())[:, 0], [0.2])
 
@@ -85,9 +92,9 @@ def test_multi_row_requests_never_push_a_batch_over_max_size():
     spy = recording(sizes)
 
     async def main():
-        batcher = Batcher(spy, max_size=4, max_latency_s=0.05)
+        batcher = await started(Batcher(spy, max_size=4, max_latency_s=0.05))
         parts = [[0.1] * 3, [0.2] * 10, [0.3] * 2, [0.4] * 2, [0.5]]
-        results = await asyncio.gather(*(batcher.submit(p) for p in parts))
+        results = await asyncio.gather(*(batcher.run(p) for p in parts))
         return parts, results
 
     parts, results = asyncio.run(main())
@@ -102,13 +109,13 @@ def test_a_cancelled_request_does_not_stop_the_batcher():
     sizes = []
 
     async def main():
-        batcher = Batcher(recording(sizes), max_size=64, max_latency_s=0.05)
-        doomed = asyncio.ensure_future(batcher.submit([0.1]))
+        batcher = await started(Batcher(recording(sizes), max_size=64, max_latency_s=0.05))
+        doomed = asyncio.ensure_future(batcher.run([0.1]))
         await asyncio.sleep(0)
         doomed.cancel()
-        first = await asyncio.wait_for(batcher.submit([0.2]), timeout=2)
+        first = await asyncio.wait_for(batcher.run([0.2]), timeout=2)
         together = await asyncio.wait_for(
-            asyncio.gather(batcher.submit([0.3]), batcher.submit([0.4])), timeout=2
+            asyncio.gather(batcher.run([0.3]), batcher.run([0.4])), timeout=2
         )
         return first, together
 
@@ -126,10 +133,10 @@ def test_a_request_arriving_within_the_window_joins_the_batch():
     sizes = []
 
     async def main():
-        batcher = Batcher(recording(sizes), max_size=64, max_latency_s=0.5)
-        first = asyncio.ensure_future(batcher.submit([0.1, 0.2]))
+        batcher = await started(Batcher(recording(sizes), max_size=64, max_latency_s=0.5))
+        first = asyncio.ensure_future(batcher.run([0.1, 0.2]))
         await asyncio.sleep(0.05)
-        second = asyncio.ensure_future(batcher.submit([0.3]))
+        second = asyncio.ensure_future(batcher.run([0.3]))
         return await asyncio.wait_for(asyncio.gather(first, second), timeout=3)
 
     first, second = asyncio.run(main())
@@ -142,10 +149,10 @@ def test_a_request_after_the_window_gets_a_batch_of_its_own():
     sizes = []
 
     async def main():
-        batcher = Batcher(recording(sizes), max_size=64, max_latency_s=0.02)
-        first = await asyncio.wait_for(batcher.submit([0.1]), timeout=2)
+        batcher = await started(Batcher(recording(sizes), max_size=64, max_latency_s=0.02))
+        first = await asyncio.wait_for(batcher.run([0.1]), timeout=2)
         await asyncio.sleep(0.1)
-        second = await asyncio.wait_for(batcher.submit([0.2]), timeout=2)
+        second = await asyncio.wait_for(batcher.run([0.2]), timeout=2)
         return first, second
 
     first, second = asyncio.run(main())
@@ -156,10 +163,10 @@ def test_a_request_after_the_window_gets_a_batch_of_its_own():
 
 def test_a_lone_request_waits_out_the_window_for_company_no_longer():
     async def main():
-        batcher = Batcher(run, max_size=64, max_latency_s=0.2)
-        started = time.perf_counter()
-        result = await asyncio.wait_for(batcher.submit([0.4]), timeout=3)
-        return result, time.perf_counter() - started
+        batcher = await started(Batcher(run, max_size=64, max_latency_s=0.2))
+        began = time.perf_counter()
+        result = await asyncio.wait_for(batcher.run([0.4]), timeout=3)
+        return result, time.perf_counter() - began
 
     result, elapsed = asyncio.run(main())
     answered(result, [0.4])
@@ -169,10 +176,10 @@ def test_a_lone_request_waits_out_the_window_for_company_no_longer():
 @pytest.mark.parametrize("rows", [[0.1, 0.2], [0.1, 0.2, 0.3]])
 def test_a_full_batch_runs_at_once_without_waiting_out_the_window(rows):
     async def main():
-        batcher = Batcher(run, max_size=2, max_latency_s=5.0)
-        started = time.perf_counter()
-        result = await asyncio.wait_for(batcher.submit(rows), timeout=3)
-        return result, time.perf_counter() - started
+        batcher = await started(Batcher(run, max_size=2, max_latency_s=5.0))
+        began = time.perf_counter()
+        result = await asyncio.wait_for(batcher.run(rows), timeout=3)
+        return result, time.perf_counter() - began
 
     result, elapsed = asyncio.run(main())
     answered(result, rows)
@@ -183,12 +190,12 @@ def test_a_request_that_would_overflow_waits_for_the_next_batch():
     sizes = []
 
     async def main():
-        batcher = Batcher(recording(sizes), max_size=3, max_latency_s=0.3)
-        first = asyncio.ensure_future(batcher.submit([0.1, 0.2]))
+        batcher = await started(Batcher(recording(sizes), max_size=3, max_latency_s=0.3))
+        first = asyncio.ensure_future(batcher.run([0.1, 0.2]))
         await asyncio.sleep(0.02)
-        too_big = asyncio.ensure_future(batcher.submit([0.3, 0.4]))
+        too_big = asyncio.ensure_future(batcher.run([0.3, 0.4]))
         await asyncio.sleep(0.02)
-        fits = asyncio.ensure_future(batcher.submit([0.5]))
+        fits = asyncio.ensure_future(batcher.run([0.5]))
         return await asyncio.wait_for(asyncio.gather(first, too_big, fits), timeout=3)
 
     first, too_big, fits = asyncio.run(main())
@@ -203,9 +210,9 @@ def test_a_batch_of_cancelled_requests_only_does_not_stall_the_next():
     sizes = []
 
     async def main():
-        batcher = Batcher(recording(sizes), max_size=1, max_latency_s=0.2)
-        doomed = asyncio.ensure_future(batcher.submit([0.1]))
-        waiting = asyncio.ensure_future(batcher.submit([0.2]))
+        batcher = await started(Batcher(recording(sizes), max_size=1, max_latency_s=0.2))
+        doomed = asyncio.ensure_future(batcher.run([0.1]))
+        waiting = asyncio.ensure_future(batcher.run([0.2]))
         await asyncio.sleep(0)  # both queued; the batcher has not looked yet
         doomed.cancel()
         return await asyncio.wait_for(waiting, timeout=2)
@@ -218,8 +225,8 @@ def test_requests_waiting_behind_a_failed_batch_are_still_answered():
     sizes = []
 
     async def main():
-        batcher = Batcher(recording(sizes), max_size=2, max_latency_s=0.05)
-        jobs = [batcher.submit(["poison"]), batcher.submit([0.1]), batcher.submit([0.3])]
+        batcher = await started(Batcher(recording(sizes), max_size=2, max_latency_s=0.05))
+        jobs = [batcher.run(["poison"]), batcher.run([0.1]), batcher.run([0.3])]
         return await asyncio.wait_for(asyncio.gather(*jobs, return_exceptions=True), timeout=3)
 
     bad, good, later = asyncio.run(main())
@@ -229,26 +236,69 @@ def test_requests_waiting_behind_a_failed_batch_are_still_answered():
     assert sizes == [2, 1, 1, 1]
 
 
-def test_the_batcher_restarts_after_its_task_ends():
+def test_the_batcher_answers_only_between_start_and_stop():
     async def main():
         batcher = Batcher(run, max_size=8, max_latency_s=0.01)
-        first = await asyncio.wait_for(batcher.submit([0.1]), timeout=2)
-        batcher._task.cancel()
+        tasks = len(asyncio.all_tasks())
+        with pytest.raises(ServiceError) as before:
+            await batcher.run([0.1])
+        assert len(asyncio.all_tasks()) == tasks  # a request starts nothing
+        await batcher.start()
+        first = await asyncio.wait_for(batcher.run([0.1]), timeout=2)
+        await batcher.stop()
+        with pytest.raises(ServiceError) as after:
+            await batcher.run([0.2])
+        await batcher.start()  # a reloaded app starts it again
+        second = await asyncio.wait_for(batcher.run([0.2]), timeout=2)
+        batcher._task.cancel()  # a loop that died is never waited on forever
         await asyncio.sleep(0)
-        second = await asyncio.wait_for(batcher.submit([0.2]), timeout=2)
-        return first, second
+        with pytest.raises(ServiceError) as dead:
+            await batcher.run([0.3])
+        return first, second, before.value, after.value, dead.value
 
-    first, second = asyncio.run(main())
+    first, second, *refusals = asyncio.run(main())
     answered(first, [0.1])
     answered(second, [0.2])
+    assert [(e.kind, e.message) for e in refusals] == [
+        (Kind.UNAVAILABLE, "the model's batcher is not running")
+    ] * 3
+
+
+def test_stop_refuses_the_requests_still_waiting():
+    sizes = []
+
+    async def main():
+        batcher = await started(Batcher(recording(sizes), max_size=1, max_latency_s=5.0))
+        gate = asyncio.Event()
+        slow = batcher._run
+
+        def blocked(rows):
+            while not gate.is_set():
+                time.sleep(0.01)
+            return slow(rows)
+
+        batcher._run = blocked
+        running = asyncio.ensure_future(batcher.run([0.1]))
+        await asyncio.sleep(0.05)
+        waiting = [asyncio.ensure_future(batcher.run([x])) for x in (0.2, 0.3)]
+        await asyncio.sleep(0.05)
+        stopping = asyncio.ensure_future(batcher.stop())
+        await asyncio.sleep(0.05)
+        gate.set()
+        await stopping
+        return await asyncio.gather(running, *waiting, return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert all(isinstance(r, ServiceError) for r in results)  # computing, then waiting
+    assert [r.message for r in results] == ["the server is stopping"] * 3
 
 
 def test_a_failed_batch_is_logged_and_each_request_rerun_alone(caplog):
     sizes = []
 
     async def main():
-        batcher = Batcher(recording(sizes), max_size=64, max_latency_s=0.05)
-        jobs = [batcher.submit([0.1, 0.2]), batcher.submit(["poison"]), batcher.submit([0.3])]
+        batcher = await started(Batcher(recording(sizes), max_size=64, max_latency_s=0.05))
+        jobs = [batcher.run([0.1, 0.2]), batcher.run(["poison"]), batcher.run([0.3])]
         return await asyncio.wait_for(asyncio.gather(*jobs, return_exceptions=True), timeout=3)
 
     with caplog.at_level(logging.ERROR, logger="lockserve.batching"):
@@ -273,8 +323,9 @@ def test_stats_and_metrics_count_batches_rows_and_the_largest():
     sizes = []
 
     async def main(batcher):
+        await batcher.start()
         for parts in ([[0.1], [0.2], [0.3]], [[0.4] * 5], [[0.5], [0.6]]):
-            await asyncio.wait_for(asyncio.gather(*(batcher.submit(p) for p in parts)), timeout=3)
+            await asyncio.wait_for(asyncio.gather(*(batcher.run(p) for p in parts)), timeout=3)
 
     before = histogram("stats-test")
     batcher = Batcher(recording(sizes), max_size=64, max_latency_s=0.01, name="stats-test")

@@ -8,17 +8,16 @@ from fastapi import FastAPI, HTTPException
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, ValidationError
 
-from api.errors import (
+from api.errors import STATUS, body_of, error_body, error_response, install
+from api.middleware import RequestContext
+from api.problems import (
     INTERNAL,
-    ApiError,
-    error_body,
-    error_response,
+    Kind,
+    ServiceError,
     from_validation,
-    install,
     summary,
     validation_details,
 )
-from api.middleware import RequestContext
 
 
 class Instance(BaseModel):
@@ -67,22 +66,39 @@ def test_each_status_has_its_code(status, code):
     assert error_body(status, "why") == {"error": {"code": code, "message": "why", "details": []}}
 
 
-def test_api_error_carries_status_message_and_details():
-    error = ApiError(409, "already counted", [{"request_id": "r1"}])
+def test_a_service_error_carries_kind_message_and_details():
+    error = ServiceError(Kind.CONFLICT, "already counted", [{"request_id": "r1"}])
     assert str(error) == "already counted"
-    assert (error.status, error.message, error.details) == (
-        409,
+    assert (error.kind, error.message, error.details) == (
+        Kind.CONFLICT,
         "already counted",
         [{"request_id": "r1"}],
     )
-    assert error.body() == {
-        "error": {
-            "code": "conflict",
-            "message": "already counted",
-            "details": [{"request_id": "r1"}],
-        }
-    }
-    assert ApiError(404, "gone").body()["error"]["details"] == []
+    assert ServiceError(Kind.NOT_FOUND, "gone").details == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "code"),
+    [
+        (Kind.MALFORMED, 400, "malformed_json"),
+        (Kind.INVALID, 422, "invalid_request"),
+        (Kind.NOT_FOUND, 404, "not_found"),
+        (Kind.CONFLICT, 409, "conflict"),
+        (Kind.TOO_LARGE, 413, "body_too_large"),
+        (Kind.UNAVAILABLE, 503, "not_ready"),
+        (Kind.INTERNAL, 500, "internal_error"),
+    ],
+)
+def test_each_kind_has_its_http_status_and_code(kind, status, code):
+    assert STATUS[kind] == status
+    assert body_of(ServiceError(kind, "why", [{"x": 1}])) == (
+        status,
+        {"error": {"code": code, "message": "why", "details": [{"x": 1}]}},
+    )
+
+
+def test_every_kind_has_an_http_status():
+    assert set(STATUS) == set(Kind)
 
 
 def test_error_response_is_json_with_status_and_headers():
@@ -144,18 +160,18 @@ def test_summary_names_the_first_three_problems_and_counts_the_rest():
     assert summary(details).endswith("field 'instances': m2 (+2 more)")
 
 
-def test_a_schema_violation_is_422_with_every_detail():
+def test_a_schema_violation_is_invalid_input_with_every_detail():
     error = from_validation(errors_of(Body, b'{"instances": [{"x": "a", "y": "b"}]}'))
-    assert error.status == 422
+    assert error.kind == Kind.INVALID
     assert error.message == (
         "instance 0, field 'x': Input should be a valid number, unable to parse string as a number"
     )
     assert [d["field"] for d in error.details] == ["x"]
 
 
-def test_json_that_does_not_parse_is_400_with_the_parser_reason():
+def test_json_that_does_not_parse_is_malformed_with_the_parser_reason():
     error = from_validation(errors_of(Body, b"{bad"))
-    assert (error.status, error.details) == (400, [])
+    assert (error.kind, error.details) == (Kind.MALFORMED, [])
     assert (
         error.message == "request body is not valid JSON: key must be a string at line 1 column 2"
     )
@@ -165,7 +181,7 @@ def test_json_that_does_not_parse_is_400_with_the_parser_reason():
     )
     # the first unparseable error decides, whatever comes before it
     mixed = [{"type": "missing", "msg": "Field required", "loc": ("x",)}, *without_context]
-    assert from_validation(mixed).status == 400
+    assert from_validation(mixed).kind == Kind.MALFORMED
 
 
 @pytest.fixture()
@@ -179,7 +195,7 @@ def client():
 
     @app.get("/refused")
     def refused() -> dict:
-        raise ApiError(409, "already counted", [{"why": "twice"}])
+        raise ServiceError(Kind.CONFLICT, "already counted", [{"why": "twice"}])
 
     @app.get("/teapot")
     def teapot() -> dict:

@@ -70,6 +70,7 @@ def score(runner: ShadowRunner, *jobs: tuple) -> list[logging.LogRecord]:
     lines, logger = Lines(), logging.getLogger("lockserve.shadow")
 
     async def main():
+        await runner.start()
         for job in jobs:
             runner.submit(*job)
         for _ in range(500):
@@ -199,6 +200,7 @@ def test_a_full_queue_drops_and_counts_without_waiting():
     before = sample("lockserve_shadow_dropped_total", variant="cand")
 
     async def main():
+        await runner.start()
         for _ in range(5):
             runner.submit("cand", [(1,)], "r", ["Adelie"])  # never awaits: the loop cannot run
         return runner.stats["cand"].dropped
@@ -212,6 +214,7 @@ def test_the_default_queue_holds_a_thousand():
     runner = ShadowRunner(Store(cand=Model(classifier(["Adelie"]), "m")))
 
     async def main():
+        await runner.start()
         for _ in range(1001):
             runner.submit("cand", [(1,)], "r", ["Adelie"])
         return runner.stats["cand"].dropped
@@ -235,3 +238,22 @@ def test_the_default_queue_holds_a_thousand():
 )
 def test_stats_report_rates_rounded(stats, expected):
     assert stats.as_dict() == {**expected, "failed": stats.failed, "dropped": stats.dropped}
+
+
+def test_nothing_is_scored_before_start_or_after_stop_and_what_is_left_counts_dropped():
+    backend = classifier(["Adelie"])
+    runner = ShadowRunner(Store(cand=Model(backend, "m")))
+
+    async def main():
+        tasks = len(asyncio.all_tasks())
+        runner.submit("cand", [(1,)], "r0", ["Adelie"])  # not started: dropped, no task
+        assert len(asyncio.all_tasks()) == tasks
+        await runner.start()
+        runner.submit("cand", [(1,)], "r1", ["Adelie"])
+        runner.submit("cand", [(1,)], "r2", ["Adelie"])
+        await runner.stop()  # before the loop took them
+        runner.submit("cand", [(1,)], "r3", ["Adelie"])
+        return len(asyncio.all_tasks()) - tasks
+
+    assert asyncio.run(main()) == 0
+    assert runner.stats["cand"].dropped == 4 and backend.threads == []

@@ -1,0 +1,139 @@
+"""lockserve's own JSON over HTTP: /predict, /feedback, /model, /metrics, /health/*.
+
+Thin routes over the core (api/core.py). POST /predict is answered by :func:`predict_bytes`,
+from the thin ASGI handler in front of the router (api/fastpath.py) when the fast path is on,
+else from the route here, which is also what /docs describes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from api import metrics, schemas
+from api.core import Core
+from api.errors import error_response
+from api.fastpath import FastPredict, is_json
+from api.settings import Settings
+
+if TYPE_CHECKING:
+    from api.app import LockserveApp
+
+
+class Feedback(BaseModel):
+    """What happened after a prediction: a reward in [0, 1], or the true label(s)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(min_length=1, max_length=128)
+    reward: float | None = Field(None, ge=0, le=1)
+    label: str | int | list[str | int] | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Feedback:
+        if (self.reward is None) == (self.label is None):
+            raise ValueError("send exactly one of reward or label")
+        return self
+
+
+class UnsupportedMedia(Exception):
+    """A body that is not JSON on a JSON endpoint."""
+
+
+async def predict_bytes(
+    core: Core, body: bytes, routing_key: str | None, state: dict[str, Any]
+) -> bytes:
+    """The /predict answer for a JSON body: predictions and the model that answered."""
+    answer = await core.predict(core.rows(body), routing_key, state.get("request_id"), None, state)
+    return orjson.dumps({"predictions": answer.predictions(), "model": answer.model.ref})
+
+
+def _json_body(request: Request) -> None:
+    """415 unless the body is declared JSON (a dependency of the JSON routes)."""
+    given = request.headers.get("content-type")
+    if not is_json(given.encode("latin-1") if given else None):
+        raise UnsupportedMedia(given or "none")
+
+
+def install(app: LockserveApp, core: Core, settings: Settings) -> None:
+    """Add the REST routes and, when on, the thin /predict handler."""
+    request_model = core.request_model
+    response_model = schemas.response_model(core.schema)
+    api = APIRouter()
+    store, schema = core.store, core.schema
+
+    @app.exception_handler(UnsupportedMedia)
+    async def _unsupported(request: Request, exc: UnsupportedMedia) -> Response:
+        return error_response(
+            415, f"content type {str(exc)!r} is not supported; send application/json"
+        )
+
+    @api.post(
+        "/predict",
+        response_model=response_model,
+        summary=f"Predict {schema.target} for one or more instances",
+        dependencies=[Depends(_json_body)],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": f"#/components/schemas/{request_model.__name__}"}
+                    }
+                },
+            }
+        },
+        responses={
+            400: {"description": "malformed JSON"},
+            413: {"description": "body too large"},
+            415: {"description": "not application/json"},
+            422: {"description": "instances violate the model's input schema"},
+        },
+    )
+    async def predict(request: Request) -> Response:
+        payload = await predict_bytes(
+            core, await request.body(), request.headers.get("x-routing-key"), request.state._state
+        )
+        return Response(payload, media_type="application/json")
+
+    @api.post(
+        "/feedback",
+        summary="Credit the variant that answered a request (bandit strategy)",
+        dependencies=[Depends(_json_body)],
+        responses={
+            404: {"description": "unknown or expired request id, or no bandit"},
+            409: {"description": "feedback for this request was already counted"},
+        },
+    )
+    def feedback(body: Feedback) -> dict[str, Any]:  # a worker thread: it may wait on SQLite
+        return core.feedback(body.request_id, body.reward, body.label)
+
+    @api.get("/metrics", summary="Prometheus metrics of all workers", response_class=Response)
+    def prometheus() -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    @api.get("/health/live", summary="The process is up")
+    def live() -> dict[str, str]:
+        return {"status": "live"}
+
+    @api.get(
+        "/health/ready",
+        summary="The pinned model is loaded and verified",
+        responses={503: {"description": "not ready"}},
+    )
+    def ready() -> Any:
+        if not core.ready:
+            return error_response(503, "no verified model is loaded")
+        return {"status": "ready", "variants": {v: store.get(v).md5 for v in store.variants()}}
+
+    @api.get("/model", summary="Which model answers: md5, rev, params, metrics, input schema")
+    def describe() -> dict[str, Any]:
+        return core.describe()
+
+    app.include_router(api)
+    if settings.fast_path:
+        app.fronts.append(lambda inner: FastPredict(inner, core, predict_bytes))
