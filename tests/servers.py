@@ -148,3 +148,26 @@ def refused(cmd: list[str], cwd: Path, log: Path, **env: str) -> tuple[str, str]
     fatal = [line for line in json_lines(output) if line["level"] == "CRITICAL"]
     assert len(fatal) == 1, output
     return fatal[0]["msg"], output
+
+
+def grpc_model_infer(address: str, model: str, instance: dict) -> tuple[bool, str, str]:
+    """(ServerLive, model md5, label) from the server's gRPC port, with lockserve's own stubs."""
+    import grpc
+
+    from api.proto import open_inference_grpc_pb2 as pb
+    from api.proto import open_inference_grpc_pb2_grpc as pb_grpc
+
+    request = pb.ModelInferRequest(model_name=model)
+    for name, value in instance.items():
+        text = isinstance(value, str)
+        tensor = request.inputs.add(name=name, datatype="BYTES" if text else "FP64", shape=[1])
+        if text:
+            tensor.contents.bytes_contents.append(value.encode())
+        else:
+            tensor.contents.fp64_contents.append(value)
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        live = stub.ServerLive(pb.ServerLiveRequest(), timeout=10).live
+        response = stub.ModelInfer(request, timeout=10)
+    label = response.raw_output_contents[0][4:].decode()  # one BYTES element
+    return live, response.model_version, label

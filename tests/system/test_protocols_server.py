@@ -325,3 +325,37 @@ def test_a_taken_grpc_port_refuses_start_up(model_repo, tmp_path):
         f"refusing to start: gRPC port 127.0.0.1:{port} is in use "
         "(LOCKSERVE_GRPC_PORT; 0 turns gRPC off)"
     )
+
+
+def test_the_proto_is_wire_compatible_with_the_one_the_kserve_sdk_ships():
+    """Same package, method and message names, field numbers, types and labels wherever both
+    declare them; the differences are exactly the known ones."""
+    done = subprocess.run(
+        [
+            str(CLIENTS_PYTHON),
+            "tests/clients/proto_fields.py",
+            "api/proto/open_inference_grpc.proto",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    shapes = json.loads(done.stdout)
+    kserve, ours = shapes["kserve"], shapes["lockserve"]
+    assert kserve["package"] == ours["package"] == "inference"
+    theirs = kserve["services"]["GRPCInferenceService"]
+    mine = ours["services"]["GRPCInferenceService"]
+    assert {name: theirs[name] for name in mine} == mine  # all six calls, same types
+    assert sorted(set(theirs) - set(mine)) == ["RepositoryModelLoad", "RepositoryModelUnload"]
+    common = set(kserve["messages"]) & set(ours["messages"])
+    assert set(ours["messages"]) <= set(kserve["messages"])
+    for message in common:
+        a, b = kserve["messages"][message], ours["messages"][message]
+        assert {f: a[f] for f in a if f in b} == {f: b[f] for f in b if f in a}, message
+    # the specification's InferParameter has two value kinds the kserve SDK's copy lacks
+    only_ours = {m: sorted(set(ours["messages"][m]) - set(kserve["messages"][m])) for m in common}
+    assert {m: f for m, f in only_ours.items() if f} == {
+        "InferParameter": ["double_param", "uint64_param"]
+    }

@@ -16,7 +16,16 @@ import yaml
 
 from api.resolver import resolve
 from tests.conftest import ROOT, dvc, run
-from tests.servers import GUNICORN, Server, free_port, http, json_lines, refused, running
+from tests.servers import (
+    GUNICORN,
+    Server,
+    free_port,
+    grpc_model_infer,
+    http,
+    json_lines,
+    refused,
+    running,
+)
 
 pytestmark = pytest.mark.system
 
@@ -107,15 +116,24 @@ def cached_objects(repo: Path) -> list[str]:
 
 def test_deploy_host_fetches_only_the_pinned_model_and_serves_it(host, workstation, s3, tmp_path):
     pinned = lock_md5(workstation, "HEAD")
-    port = free_port()
-    server = Server(["make", "deploy"], host, port, tmp_path / "log", **s3_env(s3))
+    port, grpc_port = free_port(), free_port()
+    server = Server(
+        ["make", "deploy"],
+        host,
+        port,
+        tmp_path / "log",
+        LOCKSERVE_GRPC_PORT=str(grpc_port),
+        **s3_env(s3),
+    )
     try:
         server.wait_ready(timeout=180)
         status, body = http("POST", server.base + "/predict", {"instances": [PENGUIN]})
         described = http("GET", server.base + "/model")[1]
+        over_grpc = grpc_model_infer(f"127.0.0.1:{grpc_port}", described["name"], PENGUIN)
     finally:
         server.stop()
     assert status == 200 and body["model"]["md5"] == pinned
+    assert over_grpc == (True, pinned, body["predictions"][0]["label"])  # gRPC from api.lock
     assert described["source"] == "remote" and described["rev"] == "HEAD"
     assert cached_objects(host) == [pinned]
     data_files = [p for p in (host / "data").rglob("*") if p.is_file()]

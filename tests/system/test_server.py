@@ -11,7 +11,16 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tests.servers import GUNICORN, Server, free_port, http, json_lines, refused, running
+from tests.servers import (
+    GUNICORN,
+    Server,
+    free_port,
+    grpc_model_infer,
+    http,
+    json_lines,
+    refused,
+    running,
+)
 
 pytestmark = pytest.mark.system
 
@@ -107,7 +116,7 @@ def test_sigterm_lets_the_in_flight_request_finish(model_repo, tmp_path):
 
 def test_procfile_runs_under_honcho(model_repo, tmp_path):
     honcho = str(Path(sys.executable).parent / "honcho")
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     server = Server(
         [honcho, "-f", "Procfile", "start", "-p", str(port)],
         ROOT,
@@ -115,11 +124,16 @@ def test_procfile_runs_under_honcho(model_repo, tmp_path):
         tmp_path / "log",
         LOCKSERVE_REPO=str(model_repo),
         WEB_CONCURRENCY="1",
+        LOCKSERVE_GRPC_PORT=str(grpc_port),
     )
     try:
         server.wait_ready()
         status, body = http("POST", server.base + "/predict", {"instances": [PENGUIN]})
         assert status == 200 and body["predictions"][0]["label"] in {"Adelie", "Chinstrap"}
+        live, md5, label = grpc_model_infer(
+            f"127.0.0.1:{grpc_port}", body["model"]["name"], PENGUIN
+        )
+        assert (live, md5, label) == (True, body["model"]["md5"], body["predictions"][0]["label"])
     finally:
         server.stop()
     assert f"Listening at: http://127.0.0.1:{port}" in server.output()
