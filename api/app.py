@@ -101,19 +101,21 @@ class LockserveApp(FastAPI):
     Every HTTP request passes the request context (id, body limit, access log) and then any
     handler an adapter puts in front of the router (the thin /predict handler), so a
     prediction does not pay for routing it does not use. Adapters also hand the app the
-    services they run beside it; the lifespan starts them after the core and stops them first.
+    services they run beside it (the lifespan starts them after the core and stops them
+    first) and the shape of the errors on their paths.
     """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.services: list[Service] = []
         self.fronts: list[Callable[[Any], Any]] = []
+        self.error_shapes = errors.ErrorShapes()
 
     def wrap(self, settings: Settings) -> None:
         inner: Any = super().__call__
         for front in self.fronts:
             inner = front(inner)
-        self._entry = RequestContext(inner, max_body_bytes=settings.max_body_bytes)
+        self._entry = RequestContext(inner, settings.max_body_bytes, self.error_shapes)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":

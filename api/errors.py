@@ -1,14 +1,18 @@
 """HTTP face of errors: a :class:`~api.problems.Kind` as a status, every error as JSON
-{"error": {"code", "message", "details"}}, and the FastAPI handlers that make it so."""
+{"error": {"code", "message", "details"}} — or in the shape of the protocol whose path it is
+(an adapter registers its own in :class:`ErrorShapes`) — and the FastAPI handlers that make
+it so."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from api.logs import FIELDS
@@ -45,6 +49,29 @@ def error_body(status: int, message: str, details: list[Any] | None = None) -> d
     }
 
 
+Render = Callable[[int, str], bytes]  # (status, message) -> the JSON body of that error
+
+
+class ErrorShapes:
+    """Which error body a path gets: an adapter's own for its paths, lockserve's elsewhere.
+
+    Errors raised before a route answers (a body over the limit, an unknown path, a method a
+    route does not take, a failure no route caught) take their shape from here.
+    """
+
+    def __init__(self) -> None:
+        self._shapes: list[tuple[Callable[[str], bool], Render]] = []
+
+    def add(self, match: Callable[[str], bool], render: Render) -> None:
+        self._shapes.append((match, render))
+
+    def body(self, path: str, status: int, message: str, details: list[Any] | None = None) -> bytes:
+        for match, render in self._shapes:
+            if match(path):
+                return render(status, message)
+        return orjson.dumps(error_body(status, message, details))
+
+
 def body_of(error: ServiceError) -> tuple[int, dict[str, Any]]:
     """The status and JSON body lockserve's own REST API answers ``error`` with."""
     status = STATUS[error.kind]
@@ -57,28 +84,39 @@ def error_response(
     return JSONResponse(error_body(status, message, details), status_code=status, headers=headers)
 
 
-async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-    status, body = body_of(from_validation(list(exc.errors())))
-    return JSONResponse(body, status_code=status)
+def _shaped(
+    request: Request,
+    status: int,
+    message: str,
+    details: list[Any] | None = None,
+    headers: dict | None = None,
+) -> Response:
+    shapes = getattr(request.app, "error_shapes", None) or ErrorShapes()
+    body = shapes.body(request.url.path, status, message, details)
+    return Response(body, status, headers=headers, media_type="application/json")
 
 
-async def _service(request: Request, exc: ServiceError) -> JSONResponse:
-    status, body = body_of(exc)
-    return JSONResponse(body, status_code=status)
+async def _validation(request: Request, exc: RequestValidationError) -> Response:
+    error = from_validation(list(exc.errors()))
+    return _shaped(request, STATUS[error.kind], error.message, error.details)
 
 
-async def _http(request: Request, exc: HTTPException) -> JSONResponse:
-    return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
+async def _service(request: Request, exc: ServiceError) -> Response:
+    return _shaped(request, STATUS[exc.kind], exc.message, exc.details)
 
 
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+async def _http(request: Request, exc: HTTPException) -> Response:
+    return _shaped(request, exc.status_code, str(exc.detail), headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception(
         "unhandled error on %s %s",
         request.method,
         request.url.path,
         extra={FIELDS: {"request_id": getattr(request.state, "request_id", None)}},
     )
-    return error_response(500, INTERNAL)
+    return _shaped(request, 500, INTERNAL)
 
 
 def install(app: FastAPI) -> None:

@@ -13,11 +13,10 @@ import re
 import time
 from typing import Any
 
-import orjson
-
 from api import metrics
-from api.errors import error_body
+from api.errors import ErrorShapes
 from api.logs import FIELDS
+from api.problems import INTERNAL
 
 log = logging.getLogger("lockserve.access")
 
@@ -44,11 +43,17 @@ def route_of(scope: Scope) -> str:
 
 
 class RequestContext:
-    """Wraps the app: tags each HTTP request with an id, checks its body, logs its outcome."""
+    """Wraps the app: tags each HTTP request with an id, checks its body, logs its outcome.
 
-    def __init__(self, app: Any, max_body_bytes: int) -> None:
+    HEAD is answered as GET without the body. A failure that escapes the app is answered (or,
+    when the answer has already started, only kept from the server's plain-text log: the
+    app's handler has logged it as JSON).
+    """
+
+    def __init__(self, app: Any, max_body_bytes: int, shapes: ErrorShapes | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.shapes = shapes or ErrorShapes()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -61,24 +66,38 @@ class RequestContext:
             request_id = os.urandom(16).hex()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
-        status = {"code": 500}
+        status = {"code": 500, "started": False}
+        head = scope["method"] == "HEAD"
+        if head:
+            scope = {**scope, "method": "GET"}
 
         async def send_with_id(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
+                status["code"], status["started"] = message["status"], True
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", state["request_id"].encode()))
                 message = {**message, "headers": headers}
+            elif head and message["type"] == "http.response.body":
+                message = {**message, "body": b""}
             await send(message)
 
         try:
             if scope["method"].encode() in BODY_METHODS:
                 problem = await self._check_body(scope, receive)
                 if isinstance(problem, tuple):
-                    await self._reject(send_with_id, *problem)
+                    await self._reject(send_with_id, scope["path"], *problem)
                     return
                 receive = problem
             await self.app(scope, receive, send_with_id)
+        except Exception:  # noqa: BLE001 - never a trace, in a response or a plain log line
+            if not status["started"]:
+                log.exception(
+                    "unhandled error on %s %s",
+                    scope["method"],
+                    scope["path"],
+                    extra={FIELDS: {"request_id": state["request_id"]}},
+                )
+                await self._reject(send_with_id, scope["path"], 500, INTERNAL)
         finally:
             elapsed = time.perf_counter() - started
             labels = (route_of(scope), state.get("variant") or "", str(status["code"]))
@@ -132,9 +151,8 @@ class RequestContext:
 
         return replay
 
-    @staticmethod
-    async def _reject(send: Any, status: int, message: str) -> None:
-        payload = orjson.dumps(error_body(status, message))
+    async def _reject(self, send: Any, path: str, status: int, message: str) -> None:
+        payload = self.shapes.body(path, status, message)
         await send(
             {
                 "type": "http.response.start",

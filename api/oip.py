@@ -142,20 +142,57 @@ def from_raw(name: str, datatype: str, raw: bytes) -> Any:
     return np.frombuffer(raw, dtype)
 
 
-def _elements(tensor: Tensor) -> list[Any]:
-    """The tensor's elements as Python values: text for BYTES, numbers (NaN as None)."""
+KINDS = {  # JSON element types a datatype takes (None: a missing value)
+    "BYTES": (str,),
+    "BOOL": (bool,),
+    **{f"INT{n}": (int,) for n in (8, 16, 32, 64)},
+    **{f"UINT{n}": (int,) for n in (8, 16, 32, 64)},
+    **{f"FP{n}": (int, float) for n in (16, 32, 64)},
+}
+
+
+def checked(name: str, datatype: str, data: Any) -> list[Any]:
+    """JSON tensor data as a flat list, each element of its datatype's JSON type."""
+    kinds = KINDS.get(datatype)
+    if kinds is None:
+        raise _invalid(f"input {name!r}: datatype {datatype!r} is not supported")
+    if not isinstance(data, list):
+        raise _invalid(f"input {name!r}: data must be a list")
+    flat: list[Any] = []
+    for item in data:
+        flat.extend(item if isinstance(item, list) else [item])
+    for i, value in enumerate(flat):
+        if value is None:
+            continue
+        ok = isinstance(value, kinds) and (datatype == "BOOL" or not isinstance(value, bool))
+        if not ok:
+            kind = (
+                "text"
+                if datatype == "BYTES"
+                else "true or false"
+                if datatype == "BOOL"
+                else ("a whole number" if datatype.startswith(("INT", "UINT")) else "a number")
+            )
+            raise _invalid(
+                f"input {name!r}: element {i} ({value!r}) is not {kind}, as {datatype} is"
+            )
+    return flat
+
+
+def _elements(tensor: Tensor, feature: Any) -> list[Any]:
+    """The tensor's elements as Python values: text for BYTES, numbers; missing as None (NaN
+    in a number tensor; an empty BYTES element where the empty string is not a category)."""
     data = tensor.data
     if isinstance(data, np.ndarray):
         data = data.tolist()
-    elif isinstance(data, list) and data and isinstance(data[0], list):
-        data = [x for row in data for x in (row if isinstance(row, list) else [row])]
-    if not isinstance(data, list):
-        raise _invalid(f"input {tensor.name!r}: data must be a list")
     if tensor.datatype == "BYTES":
         try:
-            return [x.decode("utf-8") if isinstance(x, bytes) else x for x in data]
+            text = [x.decode("utf-8") if isinstance(x, bytes) else x for x in data]
         except UnicodeDecodeError:
             raise _invalid(f"input {tensor.name!r}: BYTES element is not UTF-8 text") from None
+        if feature.type == "category" and "" not in feature.categories:
+            text = [None if x == "" else x for x in text]
+        return text
     if tensor.datatype not in NUMBER_TYPES:
         raise _invalid(f"input {tensor.name!r}: datatype {tensor.datatype!r} is not supported")
     return [lenient.missing(x) for x in data]
@@ -183,13 +220,16 @@ def rows(core: Core, tensors: list[Tensor]) -> list[tuple[Any, ...]]:
     if unknown or missing:
         problem = f"unknown input {unknown[0]!r}" if unknown else f"missing input {missing[0]!r}"
         raise _invalid(f"inputs: {problem}; the model takes one input per feature: {names}")
-    columns, counts = [], set()
-    for name in names:
-        values = _elements(given[name])
-        counts.add(_rows_in(given[name], len(values)))
+    columns, counts = [], {}
+    for feature in core.schema.features:
+        values = _elements(given[feature.name], feature)
+        counts[feature.name] = _rows_in(given[feature.name], len(values))
         columns.append(values)
-    if len(counts) != 1:
-        raise _invalid(f"inputs: every input must have the same number of rows, got {counts}")
+    if len(set(counts.values())) != 1:
+        described = ", ".join(f"{name} {n}" for name, n in counts.items())
+        raise _invalid(f"inputs: every input must have the same number of rows, got {described}")
+    if not counts[names[0]]:
+        raise _invalid("inputs: the tensors hold no rows")
     return core.rows_of(
         [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
     )

@@ -13,18 +13,23 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from api import lenient
 from api.core import Core
-from api.problems import Kind, ServiceError
+from api.logs import FIELDS
+from api.problems import INTERNAL, Kind, ServiceError
 from api.settings import Settings
 
 if TYPE_CHECKING:
     from api.app import LockserveApp
+
+log = logging.getLogger("lockserve.mlflow")
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 ERRORS = {
@@ -36,6 +41,7 @@ ERRORS = {
     Kind.UNAVAILABLE: (503, "TEMPORARILY_UNAVAILABLE"),
     Kind.INTERNAL: (500, "INTERNAL_ERROR"),
 }
+UTF8 = ("utf-8", "utf8")
 REQUIRED = f"The input must be a JSON dictionary with exactly one of the input fields {FORMATS}"
 
 
@@ -43,33 +49,51 @@ def _bad(message: str) -> ServiceError:
     return ServiceError(Kind.INVALID, message)
 
 
+class DataframeSplit(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+    columns: list[str]
+    data: list[list[Any]]
+    index: list[Any] | None = None
+
+
+Split = TypeAdapter(DataframeSplit)
+Records = TypeAdapter(list[dict[str, Any]])
+Columns = TypeAdapter(dict[str, list[Any]])
+KINDS = {type(None): "null", list: "a list", str: "a string", bool: "a boolean"}
+
+
+def _shape(adapter: Any, value: Any, key: str, expected: str) -> Any:
+    try:
+        return adapter.validate_python(value, strict=True)
+    except ValidationError:
+        raise _bad(f"{key}: {expected} is expected") from None
+
+
 def _records(value: Any, key: str) -> list[dict[str, Any]]:
     """Instances from one of the four JSON formats."""
     if key == "dataframe_split":
-        if not isinstance(value, dict) or not isinstance(value.get("columns"), list):
-            raise _bad("dataframe_split: an object with columns and data is expected")
-        columns, data = value["columns"], value.get("data")
-        if not isinstance(data, list) or not all(isinstance(r, list) for r in data):
-            raise _bad("dataframe_split: data must be a list of rows (lists)")
-        for i, row in enumerate(data):
-            if len(row) != len(columns):
-                raise _bad(f"dataframe_split: row {i} has {len(row)} values, not {len(columns)}")
-        return [dict(zip(columns, row, strict=True)) for row in data]
+        split = _shape(Split, value, key, "an object with columns (names) and data (rows)")
+        for i, row in enumerate(split.data):
+            if len(row) != len(split.columns):
+                raise _bad(
+                    f"dataframe_split: row {i} has {len(row)} values, not {len(split.columns)}"
+                )
+        return [dict(zip(split.columns, row, strict=True)) for row in split.data]
     if isinstance(value, dict) and key in ("instances", "inputs"):  # columns: name -> values
-        lengths = {len(v) if isinstance(v, list) else -1 for v in value.values()}
-        if -1 in lengths or len(lengths) != 1:
+        columns = _shape(Columns, value, key, "an object of columns (lists)")
+        if len({len(v) for v in columns.values()}) > 1:
             raise _bad(f"{key}: as columns, every value must be a list of the same length")
-        names = list(value)
-        return [dict(zip(names, row, strict=True)) for row in zip(*value.values(), strict=True)]
-    if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
-        raise _bad(f"{key}: a list of records (objects by column name) is expected")
-    return value
+        names = list(columns)
+        return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+    return _shape(Records, value, key, "a list of records (objects by column name)")
 
 
 def instances_from_json(body: bytes) -> list[dict[str, Any]]:
     decoded = lenient.loads(body)
     if not isinstance(decoded, dict):
-        raise _bad(f"{REQUIRED}. Received {type(decoded).__name__}.")
+        kind = KINDS.get(type(decoded), "a number")
+        raise _bad(f"{REQUIRED}. Received {kind}.")
     keys = [k for k in decoded if k in FORMATS]
     if len(keys) != 1:
         raise _bad(f"{REQUIRED}. Received dictionary with input fields: {list(decoded)}")
@@ -77,33 +101,70 @@ def instances_from_json(body: bytes) -> list[dict[str, Any]]:
     return [{k: lenient.missing(v) for k, v in r.items()} for r in records]
 
 
+# what pandas.read_csv (and so MLflow's server) reads as a missing value by default
+MISSING = {
+    "",
+    "#N/A",
+    "#N/A N/A",
+    "#NA",
+    "-1.#IND",
+    "-1.#QNAN",
+    "-NaN",
+    "-nan",
+    "1.#IND",
+    "1.#QNAN",
+    "<NA>",
+    "N/A",
+    "NA",
+    "NULL",
+    "NaN",
+    "None",
+    "n/a",
+    "nan",
+    "null",
+}
+
+
 def instances_from_csv(body: bytes, numbers: set[str]) -> list[dict[str, Any]]:
-    """A CSV table with a header row; empty cells are missing, number columns parsed."""
+    """A CSV table with a header row (a UTF-8 byte order mark allowed); the cells pandas reads
+    as missing are missing, number columns parsed."""
     try:
-        text = body.decode("utf-8")
+        text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ServiceError(Kind.MALFORMED, "CSV body is not UTF-8 text") from None
     reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
-    if not header:
-        raise _bad("CSV body has no header row")
-    out = []
-    for i, row in enumerate(reader):
-        if len(row) != len(header):
-            raise _bad(f"CSV row {i + 1} has {len(row)} values, not {len(header)}")
-        record: dict[str, Any] = {}
-        for name, cell in zip(header, row, strict=True):
-            if cell == "":
-                record[name] = None
-            elif name in numbers:
-                try:
-                    record[name] = float(cell)
-                except ValueError:
-                    record[name] = cell  # the validator names the field
-            else:
-                record[name] = cell
-        out.append(record)
+    try:
+        header = next(reader, None)
+        if not header:
+            raise _bad("CSV body has no header row")
+        out = []
+        for i, row in enumerate(reader):
+            if len(row) != len(header):
+                raise _bad(f"CSV row {i + 1} has {len(row)} values, not {len(header)}")
+            record: dict[str, Any] = {}
+            for name, cell in zip(header, row, strict=True):
+                if cell in MISSING:
+                    record[name] = None
+                elif name in numbers:
+                    try:
+                        record[name] = float(cell)
+                    except ValueError:
+                        record[name] = cell  # the validator names the field
+                else:
+                    record[name] = cell
+            out.append(record)
+    except csv.Error as exc:
+        raise ServiceError(Kind.MALFORMED, f"CSV body does not parse: {exc}") from None
     return out
+
+
+PATHS = {"/invocations", "/ping", "/health", "/version"}
+CODES = {status: code for status, code in ERRORS.values()} | {405: "BAD_REQUEST"}
+
+
+def _shape_of_status(status: int, message: str) -> bytes:
+    """An error MLflow's way, for what is refused before the route answers (size, method)."""
+    return orjson.dumps({"error_code": CODES.get(status, "BAD_REQUEST"), "message": message})
 
 
 def _error(error: ServiceError) -> Response:
@@ -115,6 +176,7 @@ def _error(error: ServiceError) -> Response:
 def install(app: LockserveApp, core: Core, settings: Settings) -> None:
     """Add MLflow's scoring routes."""
     api = APIRouter(tags=["MLflow scoring protocol"])
+    app.error_shapes.add(lambda path: path in PATHS, _shape_of_status)
     numbers = {f.name for f in core.schema.features if f.type == "number"}
 
     @api.get("/ping", summary="MLflow health check")
@@ -130,8 +192,9 @@ def install(app: LockserveApp, core: Core, settings: Settings) -> None:
     async def invocations(request: Request) -> Response:
         content_type = request.headers.get("content-type", "")
         media, *options = [p.strip() for p in content_type.split(";")]
-        charset = dict(o.partition("=")[::2] for o in options).get("charset", "utf-8").lower()
-        if media.lower() not in ("application/json", "text/csv") or charset != "utf-8":
+        charset = dict(o.partition("=")[::2] for o in options).get("charset", "utf-8")
+        charset = charset.strip('"').lower()
+        if media.lower() not in ("application/json", "text/csv") or charset not in UTF8:
             return Response(
                 "This predictor only supports the following content types: "
                 f"application/json, text/csv (UTF-8). Got '{content_type}'.",
@@ -156,6 +219,12 @@ def install(app: LockserveApp, core: Core, settings: Settings) -> None:
             )
         except ServiceError as exc:
             return _error(exc)
+        except Exception:  # noqa: BLE001 - never a trace in a response
+            log.exception(
+                "unhandled error on POST /invocations",
+                extra={FIELDS: {"request_id": state.get("request_id")}},
+            )
+            return _error(ServiceError(Kind.INTERNAL, INTERNAL))
         return Response(
             orjson.dumps({"predictions": answer.answered}),
             media_type="application/json",

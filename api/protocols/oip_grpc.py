@@ -11,6 +11,7 @@ service answers too. Stubs: api/proto (``make proto``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -37,6 +38,7 @@ log = logging.getLogger("lockserve.grpc")
 access = logging.getLogger("lockserve.access")
 
 SERVICE = "inference.GRPCInferenceService"
+DRAIN_S = 0.5  # as HTTP (api/worker.py): calls on the wire when the server starts closing
 METHODS = {  # the proto's method -> Servicer's
     "ServerLive": "server_live",
     "ServerReady": "server_ready",
@@ -100,12 +102,21 @@ def tensors(request: pb.ModelInferRequest) -> list[oip.Tensor]:
         else:
             field = CONTENTS.get(tensor.datatype)
             if field is None:
+                raw_only = " (FP16 only as raw_input_contents)" if tensor.datatype == "FP16" else ""
                 raise ServiceError(
                     Kind.INVALID,
-                    f"input {tensor.name!r}: datatype {tensor.datatype!r} is not supported "
-                    "(FP16 and BF16 only as raw_input_contents)",
+                    f"input {tensor.name!r}: datatype {tensor.datatype!r} is not supported"
+                    + raw_only,
                 )
             data = list(getattr(tensor.contents, field))
+            if not data:
+                used = [f.name for f, _ in tensor.contents.ListFields()]
+                if used:
+                    raise ServiceError(
+                        Kind.INVALID,
+                        f"input {tensor.name!r}: {tensor.datatype} elements go in {field}, "
+                        f"not {used[0]}",
+                    )
         out.append(oip.Tensor(tensor.name, tensor.datatype, list(tensor.shape), data))
     return out
 
@@ -150,7 +161,12 @@ class Servicer:
     async def model_infer(self, request: Any, state: dict[str, Any]) -> pb.ModelInferResponse:
         version = request.model_version or None
         oip.check_model(self.core, request.model_name, version)
-        if REQUEST_ID.match(request.id):
+        if request.id:
+            if not REQUEST_ID.match(request.id):
+                raise ServiceError(
+                    Kind.INVALID,
+                    "id: 1 to 128 letters, digits or . _ : - (it keys the logs and /feedback)",
+                )
             state["request_id"] = request.id
         rows = oip.rows(self.core, tensors(request))
         answer = await self.core.predict(
@@ -164,7 +180,7 @@ class Servicer:
         return pb.ModelInferResponse(
             model_name=answer.model.resolved.name,
             model_version=answer.model.md5,
-            id=request.id or state["request_id"],
+            id=state["request_id"],
             parameters=_parameters(parameters),
             outputs=[
                 pb.ModelInferResponse.InferOutputTensor(
@@ -179,11 +195,26 @@ class Servicer:
 Method = Callable[[Any, dict[str, Any]], Awaitable[Any]]
 
 
-def _observed(name: str, method: Method) -> Callable[[Any, Any], Awaitable[Any]]:
+class Gate:
+    """Calls in progress, and whether the server is closing (new calls: UNAVAILABLE)."""
+
+    def __init__(self) -> None:
+        self.closing = False
+        self.inflight = 0
+
+
+def _observed(name: str, method: Method, gate: Gate) -> Callable[[Any, Any], Awaitable[Any]]:
     """One call: request id, errors as status codes by kind, an access line and metrics."""
     route = f"grpc:{SERVICE}/{name}"
 
     async def call(request: Any, context: Any) -> Any:
+        gate.inflight += 1
+        try:
+            return await observed(request, context)
+        finally:
+            gate.inflight -= 1
+
+    async def observed(request: Any, context: Any) -> Any:
         started = time.perf_counter()
         meta = dict(context.invocation_metadata() or ())
         given = meta.get("x-request-id", "")
@@ -193,6 +224,8 @@ def _observed(name: str, method: Method) -> Callable[[Any, Any], Awaitable[Any]]
         }
         code = grpc.StatusCode.OK
         try:
+            if gate.closing:
+                raise ServiceError(Kind.UNAVAILABLE, "the server is shutting down; retry")
             return await method(request, state)
         except ServiceError as exc:
             code = CODES[exc.kind]
@@ -232,8 +265,10 @@ def _observed(name: str, method: Method) -> Callable[[Any, Any], Awaitable[Any]]
 
 
 def port_in_use(host: str, port: int) -> bool:
-    """Whether another process holds ``host:port`` (bound without sharing it)."""
+    """Whether another process listens on ``host:port`` (connections of a server that just
+    stopped, in TIME_WAIT, do not count)."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:
@@ -252,6 +287,7 @@ class GrpcServer:
         self.version = version
         self._server: grpc.aio.Server | None = None
         self._health: health.aio.HealthServicer | None = None
+        self._gate = Gate()
 
     async def start(self) -> None:
         server = grpc.aio.server(
@@ -262,7 +298,8 @@ class GrpcServer:
         )
         servicer = Servicer(self.core, self.version)
         handlers = {
-            name: _observed(name, getattr(servicer, method)) for name, method in METHODS.items()
+            name: _observed(name, getattr(servicer, method), self._gate)
+            for name, method in METHODS.items()
         }
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(_Bound(handlers), server)
         self._health = health.aio.HealthServicer()
@@ -278,11 +315,18 @@ class GrpcServer:
         log.info("gRPC (Open Inference Protocol) on %s", self.address)
 
     async def stop(self) -> None:
+        """Refuse new calls with UNAVAILABLE (clients retry it), let those in progress finish
+        (at most the grace period), then stop."""
         if self._server is None:
             return
+        self._gate.closing = True
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
-        await self._server.stop(self.grace_s)
+        deadline = time.monotonic() + self.grace_s
+        await asyncio.sleep(min(DRAIN_S, self.grace_s))  # calls already sent get UNAVAILABLE
+        while self._gate.inflight and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        await self._server.stop(max(0.0, deadline - time.monotonic()))
         self._server = None
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api import lenient, oip
 from api.core import Core
@@ -28,15 +29,87 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lockserve.oip")
 
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+
+class BinaryParameters(_Strict):
+    """Parameters of a tensor or request: Triton's binary extension, the rest free."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    binary_data_size: int | None = Field(None, ge=0)
+    binary_data: bool | None = None
+    binary_data_output: bool | None = None
+
+
+class RequestInput(_Strict):
+    name: str
+    datatype: str
+    shape: list[int]
+    parameters: BinaryParameters | None = None
+    data: Any = None
+
+
+class RequestOutput(_Strict):
+    name: str
+    parameters: BinaryParameters | None = None
+
+
+class InferenceRequest(_Strict):
+    """An infer request's JSON: the protocol's shape, checked before any tensor is read."""
+
+    id: str | None = None
+    parameters: BinaryParameters | None = None
+    inputs: list[RequestInput] = Field(min_length=1)
+    outputs: list[RequestOutput] | None = None
+
+
 HEADER_LENGTH = "inference-header-content-length"
 JSON = "application/json"
+
+
+def decoded(body: bytes, encoding: str | None, limit: int = 1 << 26) -> bytes:
+    """The body, inflated when tritonclient compressed it (gzip, deflate)."""
+    import zlib
+
+    name = (encoding or "identity").strip().lower()
+    if name == "identity":
+        return body
+    wbits = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}.get(name)
+    if wbits is None:
+        raise ServiceError(
+            Kind.INVALID, f"content encoding {name!r} is not supported; send gzip, deflate or none"
+        )
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(body, limit)
+    except zlib.error as exc:
+        raise ServiceError(Kind.MALFORMED, f"the {name} body does not inflate: {exc}") from None
+    if inflater.unconsumed_tail:
+        raise ServiceError(Kind.TOO_LARGE, f"the {name} body inflates past {limit} bytes")
+    return out
 
 
 def _error(kind: Kind, message: str) -> Response:
     return Response(orjson.dumps({"error": message}), STATUS[kind], media_type=JSON)
 
 
-def _parse(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
+def _where(errors: list[dict[str, Any]]) -> str:
+    """Pydantic's errors as ``inputs[0].datatype: Field required; ...`` (the first three)."""
+    parts = []
+    for err in errors[:3]:
+        where = ""
+        for step in err["loc"]:
+            where += f"[{step}]" if isinstance(step, int) else f".{step}" if where else str(step)
+        message = "Input should be an object" if err["type"] == "model_type" else err["msg"]
+        parts.append(f"{where or 'body'}: {message}")
+    more = f" (+{len(errors) - 3} more)" if len(errors) > 3 else ""
+    return "; ".join(parts) + more
+
+
+def _parse(body: bytes, header_length: str | None) -> tuple[InferenceRequest, bytes]:
     """The JSON header of an infer request and the binary tensor data after it."""
     size = len(body)
     if header_length is not None:
@@ -50,36 +123,37 @@ def _parse(body: bytes, header_length: str | None) -> tuple[dict[str, Any], byte
     header = lenient.loads(body[:size])
     if not isinstance(header, dict):
         raise ServiceError(Kind.INVALID, "request body must be a JSON object")
-    return header, body[size:]
+    try:
+        request = InferenceRequest.model_validate(header)
+    except ValidationError as exc:
+        raise ServiceError(Kind.INVALID, _where(exc.errors())) from None
+    if request.id is not None and not REQUEST_ID.match(request.id):
+        raise ServiceError(
+            Kind.INVALID,
+            "id: 1 to 128 letters, digits or . _ : - (it keys the logs and /feedback)",
+        )
+    return request, body[size:]
 
 
-def _tensors(header: dict[str, Any], binary: bytes) -> list[oip.Tensor]:
-    inputs = header.get("inputs")
-    if not isinstance(inputs, list) or not inputs:
-        raise ServiceError(Kind.INVALID, "inputs: a non-empty list of tensors is required")
+def _tensors(request: InferenceRequest, binary: bytes) -> list[oip.Tensor]:
     tensors, at = [], 0
-    for item in inputs:
-        if not isinstance(item, dict) or not all(k in item for k in ("name", "datatype", "shape")):
-            raise ServiceError(Kind.INVALID, "inputs: each tensor needs name, datatype and shape")
-        name, datatype, shape = item["name"], item["datatype"], item["shape"]
-        if not isinstance(shape, list) or not all(
-            isinstance(d, int) and not isinstance(d, bool) for d in shape
-        ):
-            raise ServiceError(Kind.INVALID, f"input {name!r}: shape must be a list of integers")
-        parameters = item.get("parameters") or {}
-        size = parameters.get("binary_data_size")
+    for item in request.inputs:
+        size = item.parameters.binary_data_size if item.parameters else None
         if size is not None:
-            if not isinstance(size, int) or size < 0 or at + size > len(binary):
+            if at + size > len(binary):
                 raise ServiceError(
-                    Kind.INVALID, f"input {name!r}: binary_data_size {size!r} runs past the body"
+                    Kind.INVALID,
+                    f"input {item.name!r}: binary_data_size {size} runs past the body",
                 )
-            data = oip.from_raw(name, datatype, binary[at : at + size])
+            data = oip.from_raw(item.name, item.datatype, binary[at : at + size])
             at += size
-        elif "data" in item:
-            data = item["data"]
+        elif item.data is not None:
+            data = oip.checked(item.name, item.datatype, item.data)
         else:
-            raise ServiceError(Kind.INVALID, f"input {name!r}: no data and no binary_data_size")
-        tensors.append(oip.Tensor(name, datatype, shape, data, parameters))
+            raise ServiceError(
+                Kind.INVALID, f"input {item.name!r}: no data and no binary_data_size"
+            )
+        tensors.append(oip.Tensor(item.name, item.datatype, item.shape, data))
     if at != len(binary):
         raise ServiceError(
             Kind.INVALID, f"{len(binary) - at} bytes of binary data follow the last input"
@@ -87,19 +161,15 @@ def _tensors(header: dict[str, Any], binary: bytes) -> list[oip.Tensor]:
     return tensors
 
 
-def _response(header: dict[str, Any], answer: Any, request_id: str) -> Response:
+def _response(request: InferenceRequest, answer: Any, request_id: str) -> Response:
     """JSON tensors, or binary ones where the request asked for them."""
-    requested = header.get("outputs")
-    if requested is not None and not (
-        isinstance(requested, list) and all(isinstance(o, dict) and "name" in o for o in requested)
-    ):
-        raise ServiceError(Kind.INVALID, "outputs: a list of {name, parameters} is expected")
-    all_binary = bool((header.get("parameters") or {}).get("binary_data_output", False))
-    wants_binary = {
-        o["name"]: bool((o.get("parameters") or {}).get("binary_data", all_binary))
-        for o in requested or []
-    }
-    tensors = oip.outputs(answer, [o["name"] for o in requested] if requested else None)
+    all_binary = bool(request.parameters and request.parameters.binary_data_output)
+    wants_binary = {}
+    for output in request.outputs or []:
+        asked = output.parameters.binary_data if output.parameters else None
+        wants_binary[output.name] = all_binary if asked is None else asked
+    requested = [o.name for o in request.outputs] if request.outputs else None
+    tensors = oip.outputs(answer, requested)
     body: dict[str, Any] = {
         "model_name": answer.model.resolved.name,
         "model_version": answer.model.md5,
@@ -135,6 +205,10 @@ def _response(header: dict[str, Any], answer: Any, request_id: str) -> Response:
 def install(app: LockserveApp, core: Core, settings: Settings) -> None:
     """Add the /v2 routes."""
     api = APIRouter(prefix="/v2", tags=["Open Inference Protocol"])
+    app.error_shapes.add(
+        lambda path: path == "/v2" or path.startswith("/v2/"),
+        lambda status, message: orjson.dumps({"error": message}),
+    )
 
     @api.get("", summary="Server metadata")
     def server_metadata() -> dict[str, Any]:
@@ -169,17 +243,19 @@ def install(app: LockserveApp, core: Core, settings: Settings) -> None:
         state = request.state._state
         try:
             oip.check_model(core, name, version)
-            header, binary = _parse(await request.body(), request.headers.get(HEADER_LENGTH))
-            given = header.get("id")
-            if isinstance(given, str) and REQUEST_ID.match(given):
-                state["request_id"] = given  # the client's id keys logs and feedback
-            rows = oip.rows(core, _tensors(header, binary))
+            body = decoded(
+                await request.body(),
+                request.headers.get("content-encoding"),
+                settings.max_body_bytes,
+            )
+            parsed, binary = _parse(body, request.headers.get(HEADER_LENGTH))
+            if parsed.id is not None:
+                state["request_id"] = parsed.id  # the client's id keys logs and feedback
+            rows = oip.rows(core, _tensors(parsed, binary))
             answer = await core.predict(
                 rows, request.headers.get("x-routing-key"), state["request_id"], version, state
             )
-            return _response(
-                header, answer, given if isinstance(given, str) else state["request_id"]
-            )
+            return _response(parsed, answer, state["request_id"])
         except ServiceError as exc:
             return _error(exc.kind, exc.message)
         except Exception:  # noqa: BLE001 - never a trace in a response

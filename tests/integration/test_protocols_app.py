@@ -263,12 +263,17 @@ def test_a_version_addresses_one_variant_and_the_strategy_picks_otherwise(artifa
             404,
             "model 'penguin-classifier' has no version 'abc'; served: ",
         ),
-        (INFER, {"inputs": []}, 422, "inputs: a non-empty list of tensors is required"),
+        (
+            INFER,
+            {"inputs": []},
+            422,
+            "inputs: List should have at least 1 item after validation, not 0",
+        ),
         (
             INFER,
             {"inputs": [{"name": "island"}]},
             422,
-            "inputs: each tensor needs name, datatype and shape",
+            "inputs[0].datatype: Field required; inputs[0].shape: Field required",
         ),
         (
             INFER,
@@ -302,7 +307,7 @@ def test_a_version_addresses_one_variant_and_the_strategy_picks_otherwise(artifa
             INFER,
             "value:body_mass_g",
             422,
-            "instance 0, field 'body_mass_g': Input should be a valid number",
+            "input 'body_mass_g': element 0 ('heavy') is not a number, as FP64 is",
         ),
     ],
 )
@@ -481,7 +486,7 @@ def test_grpc_standard_health_service_says_serving(served):
         (
             "fp16",
             grpc.StatusCode.INVALID_ARGUMENT,
-            "input 'body_mass_g': datatype 'FP16' is not supported (FP16 and BF16 only as "
+            "input 'body_mass_g': datatype 'FP16' is not supported (FP16 only as "
             "raw_input_contents)",
         ),
         (
@@ -761,3 +766,240 @@ def test_no_background_task_runs_before_the_lifespan_starts_and_none_after_it_st
     assert str(refused) == "the model's batcher is not running"
     assert running == 3  # two batchers and the shadow runner
     assert answer.model.variant == "stable" and left == 0
+
+
+# -- what a new user tried: hostile shapes, other clients' habits
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "message"),
+    [
+        ({"parameters": "x"}, 422, "parameters: Input should be an object"),
+        (
+            {"parameters": {"binary_data_output": "false"}},
+            422,
+            "parameters.binary_data_output: Input should be a valid boolean",
+        ),
+        (
+            {"outputs": [{"name": "label", "parameters": "x"}]},
+            422,
+            "outputs[0].parameters: Input should be an object",
+        ),
+        (
+            {"outputs": [{"name": ["label"]}]},
+            422,
+            "outputs[0].name: Input should be a valid string",
+        ),
+        (
+            {"id": "order 42/é"},
+            422,
+            "id: 1 to 128 letters, digits or . _ : - (it keys the logs and /feedback)",
+        ),
+        ({"inputs": "x"}, 422, "inputs: Input should be a valid list"),
+    ],
+)
+def test_oip_request_shapes_are_checked_before_any_model_runs(served, change, status, message):
+    client, _, _ = served
+    r = client.post(INFER, json={"inputs": json_inputs(ROWS), **change})
+    assert (r.status_code, r.json()) == (status, {"error": message})
+
+
+@pytest.mark.parametrize(
+    ("name", "datatype", "value", "message"),
+    [
+        (
+            "island",
+            "FP64",
+            "Biscoe",
+            "input 'island': element 0 ('Biscoe') is not a number, as FP64 is",
+        ),
+        (
+            "bill_depth_mm",
+            "INT32",
+            15.7,
+            "input 'bill_depth_mm': element 0 (15.7) is not a whole number, as INT32 is",
+        ),
+        (
+            "bill_depth_mm",
+            "BYTES",
+            15.0,
+            "input 'bill_depth_mm': element 0 (15.0) is not text, as BYTES is",
+        ),
+        (
+            "bill_depth_mm",
+            "FP64",
+            True,
+            "input 'bill_depth_mm': element 0 (True) is not a number, as FP64 is",
+        ),
+    ],
+)
+def test_json_tensor_data_must_be_of_its_datatype(served, name, datatype, value, message):
+    client, _, _ = served
+    inputs = json_inputs(ROWS[:1])
+    tensor = next(t for t in inputs if t["name"] == name)
+    tensor["datatype"], tensor["data"] = datatype, [value]
+    r = client.post(INFER, json={"inputs": inputs})
+    assert (r.status_code, r.json()) == (422, {"error": message})
+
+
+def test_an_empty_bytes_element_is_a_missing_category(served):
+    client, _, expected = served
+    rows = [ROWS[2]]  # sex: null
+    body, headers = binary_request([{**rows[0], "sex": ""}])
+    r = client.post(INFER, content=body, headers=headers)
+    _, out = binary_outputs(r.content, int(r.headers["inference-header-content-length"]))
+    assert out["label"] == [expected["predictions"][2]["label"]]
+
+
+def test_zero_rows_and_uneven_rows_are_named(served):
+    client, _, _ = served
+    inputs = json_inputs(ROWS)
+    for tensor in inputs:
+        tensor["shape"], tensor["data"] = [0], []
+    r = client.post(INFER, json={"inputs": inputs})
+    assert r.json() == {"error": "inputs: the tensors hold no rows"}
+    inputs = json_inputs(ROWS)
+    inputs[0]["shape"], inputs[0]["data"] = [1], inputs[0]["data"][:1]
+    r = client.post(INFER, json={"inputs": inputs})
+    assert r.json() == {
+        "error": "inputs: every input must have the same number of rows, got island 1, "
+        "bill_depth_mm 4, flipper_length_mm 4, body_mass_g 4, sex 4"
+    }
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_a_compressed_infer_request_is_inflated(served, encoding):
+    import gzip
+    import zlib
+
+    client, _, expected = served
+    body = orjson.dumps({"inputs": json_inputs(ROWS)})
+    packed = gzip.compress(body) if encoding == "gzip" else zlib.compress(body)
+    r = client.post(INFER, content=packed, headers={"content-encoding": encoding})
+    assert r.json()["outputs"][0]["data"] == expected_arrays(expected)[0]
+    r = client.post(INFER, content=b"not gzip", headers={"content-encoding": encoding})
+    assert r.status_code == 400 and r.json()["error"].startswith(f"the {encoding} body does not")
+    r = client.post(INFER, content=body, headers={"content-encoding": "br"})
+    assert r.json() == {
+        "error": "content encoding 'br' is not supported; send gzip, deflate or none"
+    }
+
+
+def test_errors_before_a_route_answers_keep_each_protocols_shape(artifacts):
+    store = ModelStore({"default": served_model("default", artifacts["v1"], "v1")})
+    with TestClient(create_app(Settings(max_body_bytes=4096), store)) as client:
+        big = b"x" * 5000
+        oip = client.post(INFER, content=big)
+        mlflow = client.post("/invocations", content=big, headers={"content-type": "text/csv"})
+        rest = client.post("/predict", content=big, headers={"content-type": "application/json"})
+        wrong_method = client.get(INFER)
+        empty_version = client.post(f"/v2/models/{NAME}/versions//infer", json={})
+        mlflow_method = client.get("/invocations")
+    too_big = "request body of 5000 bytes is over the 4096-byte limit"
+    assert (oip.status_code, oip.json()) == (413, {"error": too_big})
+    assert (mlflow.status_code, mlflow.json()) == (
+        413,
+        {"error_code": "REQUEST_LIMIT_EXCEEDED", "message": too_big},
+    )
+    assert rest.json()["error"]["code"] == "body_too_large"
+    assert (wrong_method.status_code, wrong_method.json()) == (405, {"error": "Method Not Allowed"})
+    assert (empty_version.status_code, empty_version.json()) == (404, {"error": "Not Found"})
+    assert mlflow_method.json() == {"error_code": "BAD_REQUEST", "message": "Method Not Allowed"}
+
+
+@pytest.mark.parametrize(
+    "path", ["/health/live", "/v2/health/ready", f"/v2/models/{NAME}", "/ping", "/model"]
+)
+def test_head_answers_like_get_without_a_body(served, path):
+    client, _, _ = served
+    got, head = client.get(path), client.head(path)
+    assert (head.status_code, head.content) == (got.status_code, b"")
+    assert head.headers["content-type"] == got.headers["content-type"]
+
+
+def test_grpc_typed_contents_in_the_wrong_field_are_named(served):
+    _, stub, _ = served
+    request = grpc_request([r for r in ROWS if r["sex"] is not None], raw=False)
+    mass = request.inputs[3]
+    values = list(mass.contents.fp64_contents)
+    mass.contents.ClearField("fp64_contents")
+    mass.contents.fp32_contents.extend(values)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ModelInfer(request)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == (
+        "input 'body_mass_g': FP64 elements go in fp64_contents, not fp32_contents"
+    )
+    request = grpc_request(ROWS[:1], raw=False)
+    request.id = "a b/ü"
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ModelInfer(request)
+    assert err.value.details().startswith("id: 1 to 128 letters, digits")
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "message"),
+    [
+        (b"null", "application/json", "Received null."),
+        (b'"x"', "application/json", "Received a string."),
+        (b"[1]", "application/json", "Received a list."),
+        (
+            b'{"dataframe_split": {"columns": [["a"]], "data": [[1]]}}',
+            "application/json",
+            "dataframe_split: an object with columns (names) and data (rows) is expected",
+        ),
+        (
+            b'{"dataframe_records": [1, 2]}',
+            "application/json",
+            "dataframe_records: a list of records (objects by column name) is expected",
+        ),
+        (
+            b'{"inputs": {"island": "Biscoe"}}',
+            "application/json",
+            "inputs: an object of columns (lists) is expected",
+        ),
+    ],
+)
+def test_mlflow_shapes_are_refused_in_words(served, body, content_type, message):
+    client, _, _ = served
+    r = client.post("/invocations", content=body, headers={"content-type": content_type})
+    assert r.status_code == 400 and r.json()["message"].endswith(message)
+
+
+def test_mlflow_csv_reads_as_pandas_does(served):
+    client, _, expected = served
+    names = list(ROWS[0])
+    lines = [",".join(names)] + [
+        ",".join("NA" if r[n] is None else str(r[n]) for n in names) for r in ROWS
+    ]
+    body = "\ufeff" + "\r\n".join(lines) + "\r\n"  # a byte order mark, CRLF, NA for missing
+    for content_type in ("text/csv", 'text/csv; charset="utf-8"', "text/csv; charset=utf8"):
+        r = client.post(
+            "/invocations", content=body.encode(), headers={"content-type": content_type}
+        )
+        assert r.json() == {"predictions": expected_arrays(expected)[0]}, content_type
+
+
+def test_an_unexpected_failure_in_an_adapter_is_its_protocols_500(served, monkeypatch, caplog):
+    import logging
+
+    client, _, _ = served
+
+    def broken(instances):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(client.app.state.core, "rows_of", broken)
+    with caplog.at_level(logging.ERROR):
+        mlflow = client.post("/invocations", json={"instances": ROWS})
+        oip = client.post(INFER, json={"inputs": json_inputs(ROWS)})
+    internal = "internal error; see the server log for this request id"
+    assert (mlflow.status_code, mlflow.json()) == (
+        500,
+        {"error_code": "INTERNAL_ERROR", "message": internal},
+    )
+    assert (oip.status_code, oip.json()) == (500, {"error": internal})
+    assert "secret" not in mlflow.text + oip.text
+    assert {r.name for r in caplog.records if r.levelno == logging.ERROR} == {
+        "lockserve.mlflow",
+        "lockserve.oip",
+    }

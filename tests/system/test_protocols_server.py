@@ -13,7 +13,7 @@ import time
 import pytest
 
 from tests.conftest import ROOT
-from tests.servers import GUNICORN, free_port, http, json_lines, refused, running
+from tests.servers import GUNICORN, Server, free_port, http, json_lines, refused, running
 
 pytestmark = pytest.mark.system
 
@@ -359,3 +359,125 @@ def test_the_proto_is_wire_compatible_with_the_one_the_kserve_sdk_ships():
     assert {m: f for m, f in only_ours.items() if f} == {
         "InferParameter": ["double_param", "uint64_param"]
     }
+
+
+# -- gRPC across a reload and a shutdown
+
+RETRY = json.dumps(  # the standard gRPC retry policy a client sets for UNAVAILABLE
+    {
+        "methodConfig": [
+            {
+                "name": [{"service": "inference.GRPCInferenceService"}],
+                "retryPolicy": {
+                    "maxAttempts": 5,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "1s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
+
+
+def grpc_load(address: str, model: str, seconds: float, threads: int = 4) -> list[str]:
+    """Status code names of every ModelInfer call several threads make for ``seconds``."""
+    import threading
+
+    import grpc
+
+    from api.proto import open_inference_grpc_pb2 as pb
+    from api.proto import open_inference_grpc_pb2_grpc as pb_grpc
+
+    request = pb.ModelInferRequest(model_name=model)
+    for name, value in ROWS[0].items():
+        text = isinstance(value, str)
+        tensor = request.inputs.add(name=name, datatype="BYTES" if text else "FP64", shape=[1])
+        if text:
+            tensor.contents.bytes_contents.append(value.encode())
+        else:
+            tensor.contents.fp64_contents.append(value)
+    codes: list[str] = []
+    stop = time.monotonic() + seconds
+
+    def work() -> None:
+        options = [("grpc.service_config", RETRY), ("grpc.enable_retries", 1)]
+        with grpc.insecure_channel(address, options=options) as channel:
+            infer = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer
+            while time.monotonic() < stop:
+                try:
+                    infer(request, timeout=10)
+                    codes.append("OK")
+                except grpc.RpcError as exc:
+                    codes.append(exc.code().name)
+                    time.sleep(0.05)
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    return_after = [codes]
+    for worker in workers:
+        worker.join()
+    return return_after[0]
+
+
+def test_grpc_clients_that_retry_unavailable_lose_no_call_across_a_reload(model_repo, tmp_path):
+    import threading
+    from collections import Counter
+
+    grpc_port = free_port()
+    with running(
+        GUNICORN,
+        ROOT,
+        tmp_path / "log",
+        LOCKSERVE_REPO=str(model_repo),
+        WEB_CONCURRENCY="2",
+        LOCKSERVE_GRPC_PORT=str(grpc_port),
+        LOCKSERVE_PIDFILE=str(tmp_path / "gunicorn.pid"),
+    ) as server:
+        name = http("GET", server.base + "/model")[1]["name"]
+        result: list[list[str]] = []
+        load = threading.Thread(
+            target=lambda: result.append(grpc_load(f"127.0.0.1:{grpc_port}", name, 8.0))
+        )
+        load.start()
+        time.sleep(2.0)
+        os.kill(int((tmp_path / "gunicorn.pid").read_text()), signal.SIGHUP)
+        load.join()
+        logs = json_lines(server.output())
+    codes = Counter(result[0])
+    assert set(codes) == {"OK"} and codes["OK"] > 100, codes
+    assert sum("Booting worker" in line["msg"] for line in logs) == 4  # 2, then 2 new ones
+
+
+def test_a_stopping_server_answers_grpc_calls_unavailable_never_cancelled(model_repo, tmp_path):
+    import threading
+    from collections import Counter
+
+    grpc_port = free_port()
+    server = Server(
+        GUNICORN,
+        ROOT,
+        free_port(),
+        tmp_path / "log",
+        LOCKSERVE_REPO=str(model_repo),
+        WEB_CONCURRENCY="2",
+        LOCKSERVE_GRPC_PORT=str(grpc_port),
+    )
+    try:
+        server.wait_ready()
+        name = http("GET", server.base + "/model")[1]["name"]
+        result: list[list[str]] = []
+        load = threading.Thread(
+            target=lambda: result.append(grpc_load(f"127.0.0.1:{grpc_port}", name, 5.0, 6))
+        )
+        load.start()
+        time.sleep(2.0)
+        server.signal(signal.SIGTERM)
+        load.join()
+        assert server.proc.wait(30) == 0
+    finally:
+        server.stop()
+    codes = Counter(result[0])
+    assert codes["OK"] > 100 and set(codes) <= {"OK", "UNAVAILABLE"}, codes

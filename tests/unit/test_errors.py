@@ -289,3 +289,27 @@ def test_an_unexpected_failure_outside_the_request_context_is_still_json(caplog)
     assert r.json()["error"]["code"] == "internal_error"
     (record,) = [r for r in caplog.records if r.name == "lockserve.errors"]
     assert record.fields == {"request_id": None}
+
+
+def test_a_failure_never_escapes_the_request_context_to_the_servers_plain_log(caplog):
+    """Starlette answers 500 and then re-raises, which the server would print as a plain-text
+    traceback; the request context keeps it (the handler logged it as JSON)."""
+    app = FastAPI()
+    install(app)
+
+    @app.get("/boom")
+    def boom() -> dict:
+        raise RuntimeError("secret internals")
+
+    async def bare(scope, receive, send):  # fails before any answer
+        raise RuntimeError("before any answer")
+
+    with TestClient(RequestContext(app, 4096)) as c:  # raises whatever escapes
+        r = c.get("/boom")
+    assert r.status_code == 500 and r.json()["error"]["code"] == "internal_error"
+    with caplog.at_level(logging.ERROR, logger="lockserve.access"):
+        r = TestClient(RequestContext(bare, 4096)).get("/x", headers={"x-request-id": "req-7"})
+    assert r.status_code == 500 and r.json()["error"]["message"] == INTERNAL
+    (record,) = [r for r in caplog.records if r.name == "lockserve.access"]
+    assert record.getMessage() == "unhandled error on GET /x"
+    assert record.fields == {"request_id": "req-7"}
