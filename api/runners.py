@@ -83,23 +83,21 @@ class Threaded:
         return {"runner": self.kind, "threads": self.threads}
 
 
-KINDS = ("inline", "thread", "batch")
-
-
 def build(
     backend: Backend,
     variant: str,
-    kind: str | None = None,
-    max_batch_size: int = 256,
-    max_latency_ms: float = 2.0,
-    threads: int = 4,
+    kind: str | None,
+    max_batch_size: int,
+    max_latency_ms: float,
+    threads: int,
 ) -> Runner:
     """The runner ``kind`` names, or by default the one the backend asks for: batches when it
     gains from them, inline when it is fast enough, else a thread pool."""
     if kind is None:
         kind = "batch" if backend.batches else "inline" if backend.inline else "thread"
-    if kind == "batch":
-        return Batcher(backend.predict, max_batch_size, max_latency_ms / 1000, variant)
-    if kind == "inline":
-        return Inline(backend)
-    return Threaded(backend, threads)
+    kinds = {
+        "batch": lambda: Batcher(backend.predict, max_batch_size, max_latency_ms / 1000, variant),
+        "inline": lambda: Inline(backend),
+        "thread": lambda: Threaded(backend, threads),
+    }
+    return kinds[kind]()

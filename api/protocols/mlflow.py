@@ -132,7 +132,7 @@ def instances_from_csv(body: bytes, numbers: set[str]) -> list[dict[str, Any]]:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ServiceError(Kind.MALFORMED, "CSV body is not UTF-8 text") from None
-    reader = csv.reader(io.StringIO(text))
+    reader = csv.reader(io.StringIO(text), strict=True)
     try:
         header = next(reader, None)
         if not header:

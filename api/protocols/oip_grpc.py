@@ -73,18 +73,8 @@ CONTENTS = {
 }
 
 
-def _parameters(values: dict[str, Any]) -> dict[str, pb.InferParameter]:
-    out = {}
-    for key, value in values.items():
-        if isinstance(value, bool):
-            out[key] = pb.InferParameter(bool_param=value)
-        elif isinstance(value, int):
-            out[key] = pb.InferParameter(int64_param=value)
-        elif isinstance(value, float):
-            out[key] = pb.InferParameter(double_param=value)
-        else:
-            out[key] = pb.InferParameter(string_param=str(value))
-    return out
+def _parameters(values: dict[str, str]) -> dict[str, pb.InferParameter]:
+    return {key: pb.InferParameter(string_param=value) for key, value in values.items()}
 
 
 def tensors(request: pb.ModelInferRequest) -> list[oip.Tensor]:
@@ -160,7 +150,7 @@ class Servicer:
 
     async def model_infer(self, request: Any, state: dict[str, Any]) -> pb.ModelInferResponse:
         version = request.model_version or None
-        oip.check_model(self.core, request.model_name, version)
+        oip.check_model(self.core, request.model_name, None)  # the core checks the version
         if request.id:
             if not REQUEST_ID.match(request.id):
                 raise ServiceError(

@@ -104,7 +104,7 @@ def _where(errors: list[dict[str, Any]]) -> str:
         for step in err["loc"]:
             where += f"[{step}]" if isinstance(step, int) else f".{step}" if where else str(step)
         message = "Input should be an object" if err["type"] == "model_type" else err["msg"]
-        parts.append(f"{where or 'body'}: {message}")
+        parts.append(f"{where}: {message}")
     more = f" (+{len(errors) - 3} more)" if len(errors) > 3 else ""
     return "; ".join(parts) + more
 

@@ -155,8 +155,13 @@ def test_oip_server_and_model_metadata_come_from_the_artifact(served, artifacts)
         {"name": "label", "datatype": "BYTES", "shape": [-1]},
         {"name": "probabilities", "datatype": "FP32", "shape": [-1, 3]},
     ]
-    assert meta["parameters"]["classes"] == ["Adelie", "Chinstrap", "Gentoo"]
-    assert meta["parameters"]["rev"] == "v1" and meta["parameters"]["strategy"] == "single"
+    assert meta["parameters"] == {
+        "task": "classification",
+        "target": "species",
+        "rev": "v1",
+        "strategy": "single",
+        "classes": ["Adelie", "Chinstrap", "Gentoo"],
+    }
     assert client.get(f"/v2/models/{NAME}/versions/{md5}").json() == meta
     assert client.get(f"/v2/models/{NAME}/versions/{md5}/ready").json()["ready"] is True
 
@@ -237,13 +242,24 @@ def test_a_version_addresses_one_variant_and_the_strategy_picks_otherwise(artifa
         "  candidate: {rev: v2, weight: 0}\n"
     )
     v2 = hashlib.md5(artifacts["v2"]).hexdigest()
-    with TestClient(create_app(Settings(), store, build(canary))) as client:
+    port = free_port()
+    settings = Settings(grpc_port=port, grpc_host="127.0.0.1")
+    with (
+        TestClient(create_app(settings, store, build(canary))) as client,
+        grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
         chosen = client.post(INFER, json={"inputs": json_inputs(ROWS)}).json()
         pinned = client.post(
             f"/v2/models/{NAME}/versions/{v2}/infer", json={"inputs": json_inputs(ROWS)}
         ).json()
         meta = client.get(f"/v2/models/{NAME}").json()
+        request = grpc_request([r for r in ROWS if r["sex"] is not None], raw=False)
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        by_grpc = stub.ModelInfer(request).parameters["variant"].string_param
+        request.model_version = v2
+        pinned_grpc = stub.ModelInfer(request).parameters["variant"].string_param
     assert chosen["parameters"]["variant"] == "stable"
+    assert (by_grpc, pinned_grpc) == ("stable", "candidate")
     assert (pinned["parameters"]["variant"], pinned["model_version"]) == ("candidate", v2)
     assert meta["versions"][1] == v2 and len(meta["versions"]) == 2
 
@@ -333,7 +349,7 @@ def test_oip_bad_requests_get_their_status_and_an_error_string(served, path, bod
             tensor["data"][0] = "Atlantis" if name == "island" else "heavy"
         body = {"inputs": inputs}
     r = client.post(path, json=body)
-    assert r.status_code == status
+    assert r.status_code == status and r.headers["content-type"] == "application/json"
     assert list(r.json()) == ["error"] and r.json()["error"].startswith(message)
 
 
@@ -438,18 +454,54 @@ def test_grpc_health_and_metadata_answer(served, artifacts):
     assert stub.ServerLive(pb.ServerLiveRequest()).live is True
     assert stub.ServerReady(pb.ServerReadyRequest()).ready is True
     assert stub.ModelReady(pb.ModelReadyRequest(name=NAME)).ready is True
+    md5 = hashlib.md5(artifacts["v1"]).hexdigest()
+    assert stub.ModelReady(pb.ModelReadyRequest(name=NAME, version=md5)).ready is True
     meta = stub.ServerMetadata(pb.ServerMetadataRequest())
-    assert (meta.name, list(meta.extensions)) == (
+    assert (meta.name, meta.version, list(meta.extensions)) == (
         "lockserve",
+        "0.1.0",
         ["binary_tensor_data", "model_repository_versions"],
     )
-    model = stub.ModelMetadata(pb.ModelMetadataRequest(name=NAME))
-    assert list(model.versions) == [hashlib.md5(artifacts["v1"]).hexdigest()]
+    model = stub.ModelMetadata(pb.ModelMetadataRequest(name=NAME, version=md5))
+    assert (model.name, model.platform, list(model.versions)) == (NAME, "lockserve", [md5])
     assert [(t.name, t.datatype, list(t.shape)) for t in model.outputs] == [
         ("label", "BYTES", [-1]),
         ("probabilities", "FP32", [-1, 3]),
     ]
     assert [t.name for t in model.inputs][0] == "island"
+
+
+@pytest.mark.parametrize("call", ["ModelReady", "ModelMetadata"])
+def test_grpc_model_calls_refuse_an_unknown_version(served, call):
+    _, stub, _ = served
+    request = getattr(pb, f"{call}Request")(name=NAME, version="md5-nope")
+    with pytest.raises(grpc.RpcError) as err:
+        getattr(stub, call)(request)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert err.value.details().startswith("model 'penguin-classifier' has no version 'md5-nope'")
+
+
+def test_grpc_infer_logs_one_access_line_with_the_model(served, artifacts, caplog):
+    import logging
+
+    _, stub, _ = served
+    request = grpc_request([r for r in ROWS if r["sex"] is not None], raw=True)
+    request.id = "req-logged"
+    with caplog.at_level(logging.INFO, logger="lockserve.access"):
+        stub.ModelInfer(request)
+    (line,) = [
+        r for r in caplog.records if getattr(r, "fields", {}).get("request_id") == "req-logged"
+    ]
+    assert line.getMessage() == "GRPC ModelInfer OK"
+    assert {
+        k: line.fields[k] for k in ("path", "status", "batch_size", "variant", "model_md5")
+    } == {
+        "path": "grpc:inference.GRPCInferenceService/ModelInfer",
+        "status": "OK",
+        "batch_size": 3,
+        "variant": "default",
+        "model_md5": hashlib.md5(artifacts["v1"]).hexdigest(),
+    }
 
 
 def test_grpc_standard_health_service_says_serving(served):
@@ -490,6 +542,16 @@ def test_grpc_standard_health_service_says_serving(served):
             "raw_input_contents)",
         ),
         (
+            "raw-short",
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "input 'island': BYTES data ends inside an element's length",
+        ),
+        (
+            "bf16",
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "input 'body_mass_g': datatype 'BF16' is not supported",
+        ),
+        (
             "output",
             grpc.StatusCode.INVALID_ARGUMENT,
             "outputs: unknown output 'value'; the model gives ['label', 'probabilities']",
@@ -499,7 +561,7 @@ def test_grpc_standard_health_service_says_serving(served):
 def test_grpc_bad_requests_get_their_status_code(served, change, code, message):
     _, stub, _ = served
     rows = [r for r in ROWS if r["sex"] is not None]
-    request = grpc_request(rows, raw=change == "raw-count")
+    request = grpc_request(rows, raw=change in ("raw-count", "raw-short"))
     if change == "name":
         request.model_name = "other"
     elif change == "version":
@@ -514,6 +576,10 @@ def test_grpc_bad_requests_get_their_status_code(served, change, code, message):
         request.inputs[3].datatype = "FP16"
     elif change == "output":
         request.outputs.add(name="value")
+    elif change == "raw-short":
+        request.raw_input_contents[0] = b"\x01\x00"
+    elif change == "bf16":
+        request.inputs[3].datatype = "BF16"
     with pytest.raises(grpc.RpcError) as err:
         stub.ModelInfer(request)
     assert err.value.code() == code
@@ -602,7 +668,7 @@ def test_mlflow_ping_and_version(served):
 def test_mlflow_bad_input_is_a_400_bad_request(served, body, content_type, message):
     client, _, _ = served
     r = client.post("/invocations", content=body, headers={"content-type": content_type})
-    assert r.status_code == 400
+    assert r.status_code == 400 and r.headers["content-type"] == "application/json"
     assert list(r.json()) == ["error_code", "message"]
     assert r.json()["error_code"] == "BAD_REQUEST" and r.json()["message"].startswith(message)
 
@@ -903,6 +969,7 @@ def test_errors_before_a_route_answers_keep_each_protocols_shape(artifacts):
     )
     assert rest.json()["error"]["code"] == "body_too_large"
     assert (wrong_method.status_code, wrong_method.json()) == (405, {"error": "Method Not Allowed"})
+    assert wrong_method.headers["content-type"] == "application/json"
     assert (empty_version.status_code, empty_version.json()) == (404, {"error": "Not Found"})
     assert mlflow_method.json() == {"error_code": "BAD_REQUEST", "message": "Method Not Allowed"}
 
@@ -1002,4 +1069,30 @@ def test_an_unexpected_failure_in_an_adapter_is_its_protocols_500(served, monkey
     assert {r.name for r in caplog.records if r.levelno == logging.ERROR} == {
         "lockserve.mlflow",
         "lockserve.oip",
+    }
+
+
+def test_the_json_routes_refuse_a_body_without_a_content_type(artifacts):
+    store = ModelStore({"default": served_model("default", artifacts["v1"], "v1")})
+    with TestClient(create_app(Settings(fast_path=False), store)) as client:
+        for path in ("/predict", "/feedback"):
+            r = client.post(path, content=b"{}", headers={"content-type": ""})
+            assert r.status_code == 415, path
+            assert r.json()["error"]["message"] == (
+                "content type 'none' is not supported; send application/json"
+            )
+
+
+def test_a_request_with_many_shape_errors_names_three_and_counts_the_rest(served):
+    client, _, _ = served
+    r = client.post(INFER, json={"inputs": [{"name": "a"}, {"name": "b"}, {"name": "c"}]})
+    assert r.json() == {
+        "error": "inputs[0].datatype: Field required; inputs[0].shape: Field required; "
+        "inputs[1].datatype: Field required (+3 more)"
+    }
+    r = client.post(
+        INFER, json={"inputs": [{"name": "a", "shape": [1]}, {"name": "b", "shape": [1]}]}
+    )
+    assert r.json() == {
+        "error": "inputs[0].datatype: Field required; inputs[1].datatype: Field required"
     }

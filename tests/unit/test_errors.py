@@ -101,6 +101,13 @@ def test_every_kind_has_an_http_status():
     assert set(STATUS) == set(Kind)
 
 
+def test_error_response_carries_its_details():
+    response = error_response(422, "bad", [{"field": "x"}])
+    assert response.body == (
+        b'{"error":{"code":"invalid_request","message":"bad","details":[{"field":"x"}]}}'
+    )
+
+
 def test_error_response_is_json_with_status_and_headers():
     response = error_response(405, "no", headers={"Allow": "POST"})
     assert response.status_code == 405 and response.headers["allow"] == "POST"

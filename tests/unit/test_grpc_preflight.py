@@ -18,6 +18,15 @@ def test_a_held_port_is_in_use_and_a_free_one_is_not():
     assert port_in_use("127.0.0.1", port) is False
 
 
+def test_an_ipv6_host_is_probed_over_ipv6():
+    with socket.socket(socket.AF_INET6) as held:
+        held.bind(("::1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        assert port_in_use("::1", port) is True
+    assert port_in_use("::1", port) is False
+
+
 def test_preflight_names_the_taken_port_and_the_setting():
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))

@@ -121,6 +121,7 @@ class Learning(Route):
         self.seen.append((request_id, variant, answered))
 
     def feedback(self, request_id, reward, labels):
+        self.credited = (request_id, reward, labels)
         if self.fails is not None:
             raise self.fails
         return "a", 1.0 if reward is None else reward

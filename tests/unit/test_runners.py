@@ -45,7 +45,23 @@ def test_batch_and_thread_runners_take_their_settings():
     assert batcher.describe()["runner"] == "batch"
     threaded = build(Backend(False, False), "v", None, 64, 5.0, 3)
     assert threaded.describe() == {"runner": "thread", "threads": 3}
-    assert build(Backend(True, False), "v").describe() == {"runner": "inline"}
+    assert build(Backend(True, False), "v", None, 64, 5.0, 3).describe() == {"runner": "inline"}
+
+
+def test_a_batcher_counts_its_batches_under_its_variants_name():
+    from prometheus_client import REGISTRY
+
+    labels = {"variant": "variant-x"}
+    before = REGISTRY.get_sample_value("lockserve_batch_rows_count", labels) or 0.0
+    batcher = build(Backend(False, True), "variant-x", None, 64, 1.0, 3)
+
+    async def main():
+        await batcher.start()
+        await batcher.run([1, 2])
+        await batcher.stop()
+
+    asyncio.run(main())
+    assert REGISTRY.get_sample_value("lockserve_batch_rows_count", labels) - before == 1
 
 
 def test_inline_runs_on_the_event_loop_thread_and_threaded_off_it():
