@@ -31,22 +31,18 @@ class Recording:
         with self.lock:
             self.busy += 1
             self.most = max(self.most, self.busy)
-        self.threads.append(threading.current_thread().name)
+        self.threads.append(threading.current_thread())
         time.sleep(0.05)
         with self.lock:
             self.busy -= 1
         return np.array([[0.5, 0.5]] * len(rows))
 
 
-def named(prefix: str) -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith(prefix)]
-
-
-def gone(prefix: str, timeout: float = 2.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while named(prefix) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return not named(prefix)
+def gone(threads: list[threading.Thread], timeout: float = 2.0) -> bool:
+    """Whether these threads have all ended (other tests' pools may still run theirs)."""
+    for thread in threads:
+        thread.join(timeout)
+    return not any(thread.is_alive() for thread in threads)
 
 
 class Empty:
@@ -107,8 +103,8 @@ def test_rows_run_on_the_runners_own_threads_which_stop_leaves_behind(name):
         await service.stop()
 
     asyncio.run(main())
-    assert recording.threads and all(t.startswith(prefix) for t in recording.threads)
-    assert gone(prefix)
+    assert recording.threads and all(t.name.startswith(prefix) for t in recording.threads)
+    assert gone(recording.threads)
 
 
 def test_the_shadow_scores_on_its_own_thread_which_stop_leaves_behind():
@@ -126,7 +122,7 @@ def test_the_shadow_scores_on_its_own_thread_which_stop_leaves_behind():
 
     asyncio.run(main())
     assert [t.name.startswith("shadow_") for t in backend.threads] == [True]
-    assert gone("shadow_")
+    assert gone(backend.threads)
 
 
 @pytest.mark.parametrize("threads", [1, 3])
@@ -251,5 +247,29 @@ def test_stopping_the_shadow_runner_does_not_wait_for_a_scoring_still_running():
         gate.set()
 
     asyncio.run(main())
-    assert gone("shadow_")
+    assert gone(backend.threads)
     assert order == ["stopped", "scored"]
+
+
+def test_a_failed_batch_is_rerun_request_by_request_on_the_batchers_own_thread():
+    threads: list[threading.Thread] = []
+
+    def run(rows):
+        threads.append(threading.current_thread())
+        if "poison" in rows:
+            raise ValueError("poison row")
+        return np.zeros((len(rows), 2))
+
+    async def main():
+        batcher = Batcher(run, max_size=8, max_latency_s=0.05)
+        await batcher.start()
+        results = await asyncio.gather(
+            batcher.run([0.1]), batcher.run(["poison"]), return_exceptions=True
+        )
+        await batcher.stop()
+        return results
+
+    good, bad = asyncio.run(main())
+    assert good.shape == (1, 2) and isinstance(bad, ValueError)
+    assert len(threads) == 3  # the batch, then each request alone
+    assert all(t.name.startswith("batch_") for t in threads)
