@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from api import metrics, schemas
 from api.core import Core
@@ -30,7 +31,23 @@ class Feedback(BaseModel):
 
     request_id: str = Field(min_length=1, max_length=128)
     reward: float | None = Field(None, ge=0, le=1)
-    label: str | int | list[str | int] | None = None
+    label: Any = None  # checked below in words, then against the model's classes
+
+    @field_validator("label")
+    @classmethod
+    def _a_class_or_a_list(cls, value: Any) -> Any:
+        def one(x: Any) -> bool:
+            return isinstance(x, str | int) and not isinstance(x, bool)
+
+        if (
+            value is None
+            or one(value)
+            or (isinstance(value, list) and value and all(map(one, value)))
+        ):
+            return value
+        raise PydanticCustomError(
+            "label", "give one of the model's classes, or a list of them (one per instance)"
+        )
 
     @model_validator(mode="after")
     def _one_of(self) -> Feedback:

@@ -71,6 +71,17 @@ def test_feedback_label_outside_the_classes_is_refused_and_not_counted(client, l
     assert ok.status_code == 200 and ok.json()["reward"] == 0.0
 
 
+@pytest.mark.parametrize("label", [5.5, {"a": 1}, [], [["Gentoo"]], True, [None]])
+def test_a_label_of_the_wrong_shape_is_refused_in_words_not_type_names(client, label):
+    request_id, _ = ask(client)
+    r = client.post("/feedback", json={"request_id": request_id, "label": label})
+    assert (r.status_code, r.json()["error"]["message"]) == (
+        422,
+        "field 'label': give one of the model's classes, or a list of them (one per instance)",
+    )
+    assert sum(a["feedbacks"] for a in client.get("/model").json()["variants"]) == 0
+
+
 def test_simulation_better_arm_takes_over(client):
     """True reward rates 0.6 and 0.8: after 2,000 requests the better one gets >= 80% of the
     last 500."""
