@@ -10,7 +10,7 @@ exactly what /predict refuses. A NaN in a number tensor means missing, as in pan
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -46,7 +46,6 @@ class Tensor:
     datatype: str
     shape: list[int]
     data: Any  # list of Python values or a 1-D numpy array
-    parameters: dict[str, Any] = field(default_factory=dict)
 
 
 def _invalid(message: str) -> ServiceError:

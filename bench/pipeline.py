@@ -41,6 +41,8 @@ from typing import Any
 import psutil
 import yaml
 
+from bench import fill_readme
+
 log = logging.getLogger("lockserve.bench")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -435,14 +437,9 @@ def write(result: dict[str, Any]) -> str:
         f"{meta['sklearn']}, {meta['date']}.{skipped}"
     )
     (RESULTS / "pipeline.md").write_text(text + "\n")
-    readme = ROOT / "README.md"
-    content = readme.read_text()
-    if README_START in content and README_END in content:
-        head, rest = content.split(README_START, 1)
-        content = f"{head}{README_START}\n{text}\n{README_END}{rest.split(README_END, 1)[1]}"
-    else:
-        content = _insert_section(content, text)
-    readme.write_text(content)
+    if not fill_readme("bench-pipeline", text):
+        readme = ROOT / "README.md"
+        readme.write_text(_insert_section(readme.read_text(), text))
     return text
 
 

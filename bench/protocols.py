@@ -19,20 +19,19 @@ import json
 import logging
 import os
 import resource
-import struct
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
-import numpy as np
 import psutil
 
 from api.proto import open_inference_grpc_pb2 as pb
 from api.proto import open_inference_grpc_pb2_grpc as pb_grpc
+from bench import fill_readme
 from tests.conftest import PENGUIN
-from tests.servers import free_port, http, running
+from tests.servers import columns, free_port, http, infer_request, running
 
 log = logging.getLogger("lockserve.bench")
 
@@ -129,30 +128,12 @@ def grpc_slot(
     return make, opened
 
 
-def columns(rows: list[dict]) -> dict[str, list]:
-    return {name: [row[name] for row in rows] for name in rows[0]}
-
-
 def oip_json(rows: list[dict]) -> bytes:
     inputs = []
     for name, values in columns(rows).items():
         datatype = "BYTES" if isinstance(values[0], str) else "FP64"
         inputs.append({"name": name, "datatype": datatype, "shape": [len(values)], "data": values})
     return json.dumps({"inputs": inputs}).encode()
-
-
-def grpc_request(model: str, rows: list[dict]) -> pb.ModelInferRequest:
-    request = pb.ModelInferRequest(model_name=model)
-    for name, values in columns(rows).items():
-        text = isinstance(values[0], str)
-        tensor = request.inputs.add(name=name, datatype="BYTES" if text else "FP32")
-        tensor.shape.append(len(values))
-        if text:
-            raw = b"".join(struct.pack("<I", len(v)) + v.encode() for v in values)
-        else:
-            raw = np.asarray(values, "<f4").tobytes()
-        request.raw_input_contents.append(raw)
-    return request
 
 
 def rows_for(n: int) -> list[dict]:
@@ -199,7 +180,7 @@ async def measure_all(
                 "application/json",
             ),
         }
-        make_grpc, opened = grpc_slot(grpc_address, grpc_request(model, instances), 8)
+        make_grpc, opened = grpc_slot(grpc_address, infer_request(model, instances, raw=True), 8)
         cases["OIP gRPC (raw tensors)"] = make_grpc
         for name, make in cases.items():
             await drive(make, min(8, concurrency), 200, 5)  # warm-up
@@ -279,12 +260,7 @@ def write(result: dict) -> str:
         f"generator; {meta['date']}."
     )
     (RESULTS / "protocols.md").write_text(text + "\n")
-    readme = ROOT / "README.md"
-    content = readme.read_text()
-    start, end = "<!-- bench-protocols:start -->", "<!-- bench-protocols:end -->"
-    if start in content and end in content:
-        head, rest = content.split(start, 1)
-        readme.write_text(f"{head}{start}\n{text}\n{end}{rest.split(end, 1)[1]}")
+    fill_readme("bench-protocols", text)
     return text
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import psutil
 
-from bench import protocols
+from bench import fill_readme, protocols
 from tests.conftest import PENGUIN
 from tests.servers import Server, free_port, running
 
@@ -260,12 +260,7 @@ def write(result: dict) -> str:
         f"{meta['cores']} cores shared with ab, {meta['workers']} workers, {meta['date']}."
     )
     (RESULTS / "bench.md").write_text(text + "\n")
-    readme = ROOT / "README.md"
-    content = readme.read_text()
-    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
-    if start in content and end in content:
-        head, rest = content.split(start, 1)
-        readme.write_text(f"{head}{start}\n{text}\n{end}{rest.split(end, 1)[1]}")
+    fill_readme("bench", text)
     return text
 
 

@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import venv_env
 
@@ -150,6 +151,43 @@ def refused(cmd: list[str], cwd: Path, log: Path, **env: str) -> tuple[str, str]
     return fatal[0]["msg"], output
 
 
+def columns(rows: list[dict]) -> dict[str, list]:
+    """A table's rows as one list per column, as the Open Inference Protocol sends it."""
+    return {name: [row[name] for row in rows] for name in rows[0]}
+
+
+def raw_bytes(values: list) -> bytes:
+    """A column as raw tensor bytes: BYTES length-prefixed, numbers FP32 (None as NaN)."""
+    import struct
+
+    import numpy as np
+
+    if any(isinstance(v, str) for v in values):
+        return b"".join(struct.pack("<I", len(v.encode())) + v.encode() for v in values)
+    return np.array([np.nan if v is None else v for v in values], "<f4").tobytes()
+
+
+def infer_request(model: str, rows: list[dict], raw: bool = False) -> Any:
+    """A gRPC ModelInferRequest for ``rows``, one tensor per column: typed contents (BYTES,
+    FP64, None as NaN) or raw contents (BYTES, FP32)."""
+    import math
+
+    from api.proto import open_inference_grpc_pb2 as pb
+
+    request = pb.ModelInferRequest(model_name=model)
+    for name, values in columns(rows).items():
+        text = any(isinstance(v, str) for v in values)
+        datatype = "BYTES" if text else "FP32" if raw else "FP64"
+        tensor = request.inputs.add(name=name, datatype=datatype, shape=[len(values)])
+        if raw:
+            request.raw_input_contents.append(raw_bytes(values))
+        elif text:
+            tensor.contents.bytes_contents.extend(v.encode() for v in values)
+        else:
+            tensor.contents.fp64_contents.extend(math.nan if v is None else v for v in values)
+    return request
+
+
 def grpc_model_infer(address: str, model: str, instance: dict) -> tuple[bool, str, str]:
     """(ServerLive, model md5, label) from the server's gRPC port, with lockserve's own stubs."""
     import grpc
@@ -157,17 +195,9 @@ def grpc_model_infer(address: str, model: str, instance: dict) -> tuple[bool, st
     from api.proto import open_inference_grpc_pb2 as pb
     from api.proto import open_inference_grpc_pb2_grpc as pb_grpc
 
-    request = pb.ModelInferRequest(model_name=model)
-    for name, value in instance.items():
-        text = isinstance(value, str)
-        tensor = request.inputs.add(name=name, datatype="BYTES" if text else "FP64", shape=[1])
-        if text:
-            tensor.contents.bytes_contents.append(value.encode())
-        else:
-            tensor.contents.fp64_contents.append(value)
     with grpc.insecure_channel(address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         live = stub.ServerLive(pb.ServerLiveRequest(), timeout=10).live
-        response = stub.ModelInfer(request, timeout=10)
+        response = stub.ModelInfer(infer_request(model, [instance]), timeout=10)
     label = response.raw_output_contents[0][4:].decode()  # one BYTES element
     return live, response.model_version, label

@@ -242,7 +242,7 @@ def install(app: LockserveApp, core: Core, settings: Settings) -> None:
     async def infer(request: Request, name: str, version: str | None) -> Response:
         state = request.state._state
         try:
-            oip.check_model(core, name, version)
+            oip.check_model(core, name, None)  # the core checks the version
             body = decoded(
                 await request.body(),
                 request.headers.get("content-encoding"),

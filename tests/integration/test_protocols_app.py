@@ -4,8 +4,6 @@ what /predict answers for the same rows, names the model that answered, and refu
 with its own protocol's error, never a 5xx."""
 
 import hashlib
-import math
-import socket
 import struct
 
 import grpc
@@ -22,6 +20,7 @@ from api.settings import Settings
 from api.store import ModelStore
 from api.strategies import build
 from tests.conftest import PENGUIN, served_model
+from tests.servers import columns, free_port, infer_request, raw_bytes
 
 ROWS = [
     PENGUIN,
@@ -31,12 +30,6 @@ ROWS = [
 ]
 NAME = "penguin-classifier"
 INFER = f"/v2/models/{NAME}/infer"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +44,6 @@ def served(artifacts):
             yield client, pb_grpc.GRPCInferenceServiceStub(channel), expected
 
 
-def columns(rows: list[dict]) -> dict[str, list]:
-    return {name: [row[name] for row in rows] for name in rows[0]}
-
-
 def json_inputs(rows: list[dict]) -> list[dict]:
     """One tensor per feature, as KServe's pandas codec sends a table."""
     out = []
@@ -63,12 +52,6 @@ def json_inputs(rows: list[dict]) -> list[dict]:
         datatype = "BYTES" if text else "FP64"
         out.append({"name": name, "datatype": datatype, "shape": [len(values)], "data": values})
     return out
-
-
-def raw_bytes(values: list) -> bytes:
-    if any(isinstance(v, str) for v in values):
-        return b"".join(struct.pack("<I", len(v.encode())) + v.encode() for v in values)
-    return np.array([np.nan if v is None else v for v in values], "<f4").tobytes()
 
 
 def binary_request(rows: list[dict], outputs: list[dict] | None = None) -> tuple[bytes, dict]:
@@ -402,18 +385,8 @@ def test_oip_malformed_bodies_are_refused_naming_the_problem(
 
 
 def grpc_request(rows: list[dict], raw: bool) -> pb.ModelInferRequest:
-    request = pb.ModelInferRequest(model_name=NAME, id="req-grpc-1")
-    for name, values in columns(rows).items():
-        text = any(isinstance(v, str) for v in values)
-        tensor = request.inputs.add(name=name, datatype="BYTES" if text else "FP64")
-        tensor.shape.append(len(values))
-        if raw:
-            tensor.datatype = "BYTES" if text else "FP32"
-            request.raw_input_contents.append(raw_bytes(values))
-        elif text:
-            tensor.contents.bytes_contents.extend(v.encode() for v in values)
-        else:
-            tensor.contents.fp64_contents.extend(math.nan if v is None else v for v in values)
+    request = infer_request(NAME, rows, raw)
+    request.id = "req-grpc-1"
     return request
 
 
