@@ -9,7 +9,7 @@ DVC    := $(BIN)/dvc
 export PATH := $(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data init pipeline run serve test clients proto lint push pull lock clean bench bench-pipeline bench-protocols bench-tools deploy s3-up s3-down reload browser mutation
+.PHONY: help setup data init pipeline run serve test clients proto lint push pull lock clean bench bench-pipeline bench-protocols bench-tools soak deploy s3-up s3-down reload browser mutation
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -60,8 +60,8 @@ proto: setup  ## regenerate the gRPC stubs in api/proto from its .proto (committ
 	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. \
 	  api/proto/open_inference_grpc.proto
 
-reload:  ## zero-downtime reload of serving.yaml (gunicorn HUP: new workers, old ones drain)
-	kill -HUP $$(cat $${LOCKSERVE_PIDFILE:-.lockserve/gunicorn.pid})
+reload:  ## zero-downtime reload of serving.yaml: prints "reloaded: <variants, md5s>" or "refused: <reason>" (exit 1)
+	@$(BIN)/python -m api.reload
 
 deploy: $(VENV)/.installed-api  ## deploy host: api deps only, fetch + verify the model LOCKSERVE_REV (HEAD) pins, serve
 	LOCKSERVE_REV=$${LOCKSERVE_REV:-HEAD} $(BIN)/gunicorn -c api/gunicorn_conf.py api.main:app
@@ -87,6 +87,9 @@ bench-tools:  ## Apache Bench (ab) from Debian's apache2-utils, if missing
 
 bench: pipeline bench-tools  ## load test vs the lecture's Flask baseline; writes bench/results and README
 	$(BIN)/python -m bench.run
+
+soak: pipeline  ## 10 minutes of mixed good and bad requests across a reload every 2 minutes: 5xx, RSS, descriptors; writes bench/results and README
+	$(BIN)/python -m bench.soak $(if $(MINUTES),--minutes $(MINUTES))
 
 bench-protocols: setup  ## gRPC vs REST (lockserve JSON, OIP, MLflow) on one server, one load generator; writes bench/results and README
 	$(BIN)/python -m bench.protocols

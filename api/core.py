@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from api.backends import decide, predictions
-from api.problems import Kind, ServiceError, from_validation
+from api.problems import Kind, ServiceError, from_validation, summary
 from api.runners import Runner
 from api.shadowing import ShadowRunner
 from api.state import AlreadyRewarded, UnknownRequest
@@ -64,6 +64,7 @@ class Core:
         primary = store.get(strategy.primary)
         self.schema: Schema = primary.artifact.schema
         self.name: str = primary.resolved.name
+        self.max_missing: int | None = self.schema.max_missing_features
 
     # -- lifecycle: the app's lifespan calls these once per worker process
     def _services(self) -> list[Any]:
@@ -91,7 +92,7 @@ class Core:
             instances = self._from_json(body).instances
         except ValidationError as exc:
             raise from_validation(exc.errors()) from None
-        return [tuple(instance.__dict__.values()) for instance in instances]
+        return self._trained_rows([tuple(instance.__dict__.values()) for instance in instances])
 
     def rows_of(self, instances: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
         """Instances as Python dicts (feature name -> value), checked by the same validator."""
@@ -99,7 +100,29 @@ class Core:
             validated = self._from_python({"instances": instances}).instances
         except ValidationError as exc:
             raise from_validation(exc.errors()) from None
-        return [tuple(instance.__dict__.values()) for instance in validated]
+        return self._trained_rows([tuple(instance.__dict__.values()) for instance in validated])
+
+    def _trained_rows(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """``rows``, unless one is a row training would have dropped: more missing values
+        than the artifact's ``max_missing_features`` (INVALID naming each such instance)."""
+        limit = self.max_missing
+        if limit is None or limit >= len(self.schema.features):
+            return rows
+        sparse = [i for i, row in enumerate(rows) if row.count(None) > limit]
+        if not sparse:
+            return rows
+        n = len(self.schema.features)
+        details = [
+            {
+                "instance": i,
+                "type": "max_missing_features",
+                "message": f"{rows[i].count(None)} of {n} feature values are missing; the model "
+                f"was trained only on rows missing at most {limit} (max_missing_features)",
+                "loc": ["instances", i],
+            }
+            for i in sparse
+        ]
+        raise ServiceError(Kind.INVALID, summary(details), details)
 
     def variant_of(self, version: str) -> str:
         """The variant whose model md5 is ``version``, or NOT_FOUND naming the served ones."""

@@ -23,6 +23,8 @@ log = logging.getLogger("lockserve.errors")
 STATUS = {
     Kind.MALFORMED: 400,
     Kind.INVALID: 422,
+    Kind.UNAUTHORIZED: 401,
+    Kind.FORBIDDEN: 403,
     Kind.NOT_FOUND: 404,
     Kind.CONFLICT: 409,
     Kind.TOO_LARGE: 413,
@@ -32,6 +34,8 @@ STATUS = {
 
 CODES = {
     400: "malformed_json",
+    401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
@@ -102,11 +106,22 @@ async def _validation(request: Request, exc: RequestValidationError) -> Response
 
 
 async def _service(request: Request, exc: ServiceError) -> Response:
-    return _shaped(request, STATUS[exc.kind], exc.message, exc.details)
+    headers = {"www-authenticate": "Bearer"} if exc.kind is Kind.UNAUTHORIZED else None
+    return _shaped(request, STATUS[exc.kind], exc.message, exc.details, headers)
 
 
 async def _http(request: Request, exc: HTTPException) -> Response:
-    return _shaped(request, exc.status_code, str(exc.detail), headers=exc.headers)
+    message = str(exc.detail)
+    if exc.status_code == 404 and message == "Not Found":  # no route: say which path
+        path = request.url.path
+        message = f"no such path {path!r}"
+        if path.endswith("/") and len(path) > 1:
+            message += f"; did you mean {path.rstrip('/')!r}?"
+    elif exc.status_code == 405 and message == "Method Not Allowed":
+        message = f"{request.method} is not allowed on {request.url.path!r}"
+        if exc.headers and "Allow" in exc.headers:
+            message += f"; use {exc.headers['Allow']}"
+    return _shaped(request, exc.status_code, message, headers=exc.headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

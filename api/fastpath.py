@@ -34,6 +34,16 @@ def is_json(content_type: bytes | None) -> bool:
     )
 
 
+def not_json(content_type: bytes | None) -> str | None:
+    """Why a body declared ``content_type`` is not taken as JSON, or None when it is."""
+    if is_json(content_type):
+        return None
+    if not content_type:
+        return "no content type given; send Content-Type: application/json"
+    given = content_type.decode("latin-1")
+    return f"content type {given!r} is not supported; send application/json"
+
+
 class FastPredict:
     """ASGI middleware answering POST /predict with ``handler(core, body, routing_key, state)``."""
 
@@ -54,17 +64,9 @@ class FastPredict:
                 content_type = value
         state = scope.setdefault("state", {})
         state["route"] = "/predict"
-        if not is_json(content_type):
-            given = content_type.decode("latin-1") if content_type else "none"
-            status, payload = (
-                415,
-                orjson.dumps(
-                    error_body(
-                        415, f"content type {given!r} is not supported; send application/json"
-                    )
-                ),
-            )
-            await self._send(send, status, payload)
+        problem = not_json(content_type)
+        if problem is not None:
+            await self._send(send, 415, orjson.dumps(error_body(415, problem)))
             return
         chunks, more = [], True
         while more:

@@ -42,6 +42,14 @@ def on_starting(server: object) -> None:
         sys.exit(3)
 
 
+def when_ready(server: object) -> None:
+    """Record what the master serves (beside the pidfile) for `make reload` to compare with."""
+    from api.reload import served, state_path, write_state
+
+    app = server.app.callable  # type: ignore[attr-defined]
+    write_state(state_path(pidfile), "started", os.getpid(), variants=served(app))
+
+
 def post_worker_init(worker: object) -> None:
     """Log how long it took from start to a worker ready to serve (includes model load)."""
     ready_ms = (time.monotonic() - STARTED) * 1000
@@ -63,14 +71,22 @@ def child_exit(server: object, worker: object) -> None:
 def on_reload(server: object) -> None:
     """SIGHUP: rebuild the app from serving.yaml (every variant re-resolved and verified) for
     the new workers; the old ones finish their requests. A bad file keeps the old app."""
+    from api.app import release_replaced
     from api.main import build
+    from api.reload import served, state_path, write_state
 
+    where = state_path(pidfile)
+    release_replaced()
     try:
-        server.app.callable = build()  # type: ignore[attr-defined]
+        app = build()
     except Exception as exc:  # noqa: BLE001 - a reload must never take the service down
         logging.getLogger("lockserve").error(
             "reload refused, still serving the previous models: %s", exc
         )
+        write_state(where, "refused", os.getpid(), reason=str(exc))
+        return
+    server.app.callable = app  # type: ignore[attr-defined]
+    write_state(where, "reloaded", os.getpid(), variants=served(app))
 
 
 def on_exit(server: object) -> None:

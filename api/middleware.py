@@ -7,10 +7,12 @@ tensors) is each protocol adapter's to say.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
 import time
+import zlib
 from typing import Any
 
 from api import metrics
@@ -40,6 +42,61 @@ def route_of(scope: Scope) -> str:
     if route is not None and hasattr(route, "path"):
         return route.path
     return scope.get("state", {}).get("route") or "other"
+
+
+LINGER_BYTES = 64 << 20  # most of a refused body read and discarded before closing
+LINGER_S = 10.0  # and for how long
+ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS, "identity": None}
+
+
+class BodyProblem(Exception):
+    """A body the service cannot take as sent; ``status`` says why in HTTP terms."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def inflate(body: bytes, encoding: str, limit: int) -> bytes:
+    """The body as sent before ``Content-Encoding`` (gzip, deflate or identity) compressed it,
+    at most ``limit`` bytes of it: a body that inflates past the limit (a zip bomb) is refused
+    without inflating the rest."""
+    name = encoding.strip().lower()
+    if name not in ENCODINGS:
+        raise BodyProblem(
+            415, f"content encoding {name!r} is not supported; send gzip, deflate or identity"
+        )
+    wbits = ENCODINGS[name]
+    if wbits is None:
+        return body
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(body, limit)
+    except zlib.error as exc:
+        raise BodyProblem(400, f"the {name} body does not inflate: {exc}") from None
+    if inflater.unconsumed_tail or (len(out) == limit and inflater.decompress(b"", 1)):
+        raise BodyProblem(413, f"the {name} body inflates past the {limit}-byte limit")
+    if not inflater.eof:
+        raise BodyProblem(400, f"the {name} body is truncated")
+    return out
+
+
+async def linger(receive: Any, max_bytes: int = LINGER_BYTES, max_s: float = LINGER_S) -> int:
+    """Read and discard what is left of a request body, up to ``max_bytes`` or ``max_s``
+    seconds (whichever comes first); return how many bytes were discarded."""
+    discarded = 0
+    try:
+        async with asyncio.timeout(max_s):
+            while discarded <= max_bytes:
+                message = await receive()
+                if message["type"] != "http.request":
+                    break
+                discarded += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    break
+    except TimeoutError:
+        pass
+    return discarded
 
 
 class RequestContext:
@@ -85,7 +142,9 @@ class RequestContext:
             if scope["method"].encode() in BODY_METHODS:
                 problem = await self._check_body(scope, receive)
                 if isinstance(problem, tuple):
-                    await self._reject(send_with_id, scope["path"], *problem)
+                    code, message, unread = problem
+                    drain = receive if unread else None
+                    await self._reject(send_with_id, scope["path"], code, message, drain)
                     return
                 receive = problem
             await self.app(scope, receive, send_with_id)
@@ -123,23 +182,38 @@ class RequestContext:
             )
 
     async def _check_body(self, scope: Scope, receive: Any) -> Any:
-        """Return a replaying ``receive`` for an acceptable body, else (status, message)."""
+        """Return a replaying ``receive`` for an acceptable body (inflated when it came
+        compressed), else (status, message, whether body bytes are still unread)."""
         declared = _header(scope, b"content-length")
         limit = self.max_body_bytes
         if declared and declared.isdigit() and int(declared) > limit:
-            return 413, f"request body of {int(declared)} bytes is over the {limit}-byte limit"
+            # a client waiting for 100 Continue has sent nothing: nothing to drain
+            unsent = _header(scope, b"expect") is not None
+            message = f"request body of {int(declared)} bytes is over the {limit}-byte limit"
+            return 413, message, not unsent
         chunks, size, more = [], 0, True
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return 400, "client disconnected before sending the whole body"
+                return 400, "client disconnected before sending the whole body", False
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                return 413, f"request body is over the {limit}-byte limit"
+                return 413, f"request body is over the {limit}-byte limit", True
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
+        encoding = _header(scope, b"content-encoding")
+        if encoding is not None:
+            try:
+                body = inflate(body, encoding.decode("latin-1"), limit)
+            except BodyProblem as problem:
+                return problem.status, str(problem), False
+            scope["headers"] = [
+                (k, v)
+                for k, v in scope["headers"]
+                if k not in (b"content-encoding", b"content-length")
+            ] + [(b"content-length", str(len(body)).encode())]
         sent = False
 
         async def replay() -> dict[str, Any]:
@@ -151,16 +225,22 @@ class RequestContext:
 
         return replay
 
-    async def _reject(self, send: Any, path: str, status: int, message: str) -> None:
+    async def _reject(
+        self, send: Any, path: str, status: int, message: str, drain: Any = None
+    ) -> None:
+        """Answer an error. With ``drain`` (the request's ``receive``), the body still on its
+        way is read and discarded after the answer is written and before the connection
+        closes, so a client that writes its whole body before reading gets the answer rather
+        than a reset (bounded: LINGER_BYTES, LINGER_S)."""
         payload = self.shapes.body(path, status, message)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(payload)).encode()),
+        ]
+        if drain is not None:
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload, "more_body": drain is not None})
+        if drain is not None:
+            await linger(drain)
+            await send({"type": "http.response.body", "body": b""})

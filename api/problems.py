@@ -13,6 +13,8 @@ from typing import Any
 class Kind(StrEnum):
     MALFORMED = "malformed"  # the body does not parse (not JSON, not a tensor)
     INVALID = "invalid_input"  # it parses, but breaks the model's input schema or the protocol
+    UNAUTHORIZED = "unauthorized"  # no credentials where they are required
+    FORBIDDEN = "forbidden"  # credentials that do not allow this
     NOT_FOUND = "not_found"
     CONFLICT = "conflict"
     TOO_LARGE = "too_large"

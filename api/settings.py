@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -21,6 +21,13 @@ class Settings(BaseSettings):
     )
     state_db: Path = Field(
         Path(".lockserve/state.sqlite"), description="bandit state shared by the workers"
+    )
+    feedback_token: SecretStr | None = Field(
+        None,
+        description="bearer token(s), comma-separated, that POST /feedback requires; none: open",
+    )
+    metrics_token: SecretStr | None = Field(
+        None, description="bearer token(s), comma-separated, that GET /metrics requires; none: open"
     )
     feedback_ttl_s: float = Field(86400.0, gt=0, description="how long a request takes feedback")
     serving_file: Path = Field(

@@ -5,6 +5,10 @@ On SIGTERM or a reload, uvicorn stops accepting and then closes every connection
 request in progress, including one it accepted a moment ago whose request bytes are still in
 flight; that client sees a reset. The draining server waits a moment between the two steps, so
 such requests arrive and are answered.
+
+The server gets the listening sockets themselves rather than gunicorn's wrappers of them: the
+wrappers log closing an already closed descriptor (uvloop closes it with its server) as
+"Error while closing socket [Errno 9]", once per worker on every reload and shutdown.
 """
 
 import asyncio
@@ -33,6 +37,7 @@ class Worker(UvicornWorker):
         self.config.app = self.wsgi
         server = DrainingServer(config=self.config)
         self._install_sigquit_handler()
-        await server.serve(sockets=self.sockets)
+        # the sockets themselves, not gunicorn's wrappers, which log closing a closed one
+        await server.serve(sockets=[getattr(s, "sock", s) for s in self.sockets])
         if not server.started:
             sys.exit(Arbiter.WORKER_BOOT_ERROR)

@@ -42,6 +42,52 @@ ERRORS = {
     Kind.INTERNAL: (500, "INTERNAL_ERROR"),
 }
 UTF8 = ("utf-8", "utf8")
+_ERROR = {
+    "application/json": {
+        "schema": {
+            "type": "object",
+            "properties": {"error_code": {"type": "string"}, "message": {"type": "string"}},
+            "required": ["error_code", "message"],
+        }
+    }
+}
+REQUEST_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "description": "exactly one of dataframe_split, dataframe_records, instances, "
+                "inputs",
+            }
+        },
+        "text/csv": {"schema": {"type": "string", "description": "a header row, then rows"}},
+    },
+}
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "one prediction per row",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"predictions": {"type": "array"}},
+                    "required": ["predictions"],
+                }
+            }
+        },
+    },
+    400: {
+        "description": "rows the model cannot take, or a body that does not parse",
+        "content": _ERROR,
+    },
+    413: {"description": "body too large", "content": _ERROR},
+    415: {
+        "description": "not JSON or CSV in UTF-8",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    },
+    503: {"description": "not ready", "content": _ERROR},
+}
 REQUIRED = f"The input must be a JSON dictionary with exactly one of the input fields {FORMATS}"
 
 
@@ -188,7 +234,12 @@ def install(app: LockserveApp, core: Core, settings: Settings) -> None:
     def version() -> Response:
         return Response(app.version, media_type="application/json")
 
-    @api.post("/invocations", summary="MLflow scoring: JSON (four formats) or CSV")
+    @api.post(
+        "/invocations",
+        summary="MLflow scoring: JSON (four formats) or CSV",
+        openapi_extra={"requestBody": REQUEST_BODY},
+        responses=RESPONSES,
+    )
     async def invocations(request: Request) -> Response:
         content_type = request.headers.get("content-type", "")
         media, *options = [p.strip() for p in content_type.split(";")]

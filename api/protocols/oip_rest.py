@@ -67,29 +67,27 @@ class InferenceRequest(_Strict):
 
 
 HEADER_LENGTH = "inference-header-content-length"
+_ERROR = {
+    "application/json": {
+        "schema": {
+            "type": "object",
+            "properties": {"error": {"type": "string"}},
+            "required": ["error"],
+        }
+    }
+}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "a body that does not parse or breaks the protocol", "content": _ERROR},
+    404: {"description": "no such model or version", "content": _ERROR},
+    413: {"description": "body too large", "content": _ERROR},
+    415: {
+        "description": "a content encoding other than gzip, deflate, identity",
+        "content": _ERROR,
+    },
+    422: {"description": "inputs that break the model's input schema", "content": _ERROR},
+    503: {"description": "not ready", "content": _ERROR},
+}
 JSON = "application/json"
-
-
-def decoded(body: bytes, encoding: str | None, limit: int = 1 << 26) -> bytes:
-    """The body, inflated when tritonclient compressed it (gzip, deflate)."""
-    import zlib
-
-    name = (encoding or "identity").strip().lower()
-    if name == "identity":
-        return body
-    wbits = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}.get(name)
-    if wbits is None:
-        raise ServiceError(
-            Kind.INVALID, f"content encoding {name!r} is not supported; send gzip, deflate or none"
-        )
-    inflater = zlib.decompressobj(wbits)
-    try:
-        out = inflater.decompress(body, limit)
-    except zlib.error as exc:
-        raise ServiceError(Kind.MALFORMED, f"the {name} body does not inflate: {exc}") from None
-    if inflater.unconsumed_tail:
-        raise ServiceError(Kind.TOO_LARGE, f"the {name} body inflates past {limit} bytes")
-    return out
 
 
 def _error(kind: Kind, message: str) -> Response:
@@ -204,7 +202,7 @@ def _response(request: InferenceRequest, answer: Any, request_id: str) -> Respon
 
 def install(app: LockserveApp, core: Core, settings: Settings) -> None:
     """Add the /v2 routes."""
-    api = APIRouter(prefix="/v2", tags=["Open Inference Protocol"])
+    api = APIRouter(prefix="/v2", tags=["Open Inference Protocol"], responses=ERRORS)
     app.error_shapes.add(
         lambda path: path == "/v2" or path.startswith("/v2/"),
         lambda status, message: orjson.dumps({"error": message}),
@@ -243,12 +241,7 @@ def install(app: LockserveApp, core: Core, settings: Settings) -> None:
         state = request.state._state
         try:
             oip.check_model(core, name, None)  # the core checks the version
-            body = decoded(
-                await request.body(),
-                request.headers.get("content-encoding"),
-                settings.max_body_bytes,
-            )
-            parsed, binary = _parse(body, request.headers.get(HEADER_LENGTH))
+            parsed, binary = _parse(await request.body(), request.headers.get(HEADER_LENGTH))
             if parsed.id is not None:
                 state["request_id"] = parsed.id  # the client's id keys logs and feedback
             rows = oip.rows(core, _tensors(parsed, binary))

@@ -14,24 +14,38 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from api import metrics, schemas
+from api import auth, metrics, schemas
 from api.core import Core
 from api.errors import error_response
-from api.fastpath import FastPredict, is_json
+from api.fastpath import FastPredict, not_json
+from api.middleware import REQUEST_ID
 from api.settings import Settings
 
 if TYPE_CHECKING:
     from api.app import LockserveApp
 
 
+LABEL_SCHEMA = {
+    "description": "the true class, or one per instance of the request",
+    "anyOf": [
+        {"type": "string"},
+        {"type": "integer"},
+        {"type": "array", "minItems": 1, "items": {"type": ["string", "integer"]}},
+    ],
+}
+
+
 class Feedback(BaseModel):
     """What happened after a prediction: a reward in [0, 1], or the true label(s)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"oneOf": [{"required": ["reward"]}, {"required": ["label"]}]},
+    )
 
-    request_id: str = Field(min_length=1, max_length=128)
-    reward: float | None = Field(None, ge=0, le=1)
-    label: Any = None  # checked below in words, then against the model's classes
+    request_id: str = Field(pattern=REQUEST_ID.pattern)
+    reward: float = Field(None, ge=0, le=1)  # type: ignore[assignment] - absent: None
+    label: Any = Field(None, json_schema_extra=LABEL_SCHEMA)  # checked below in words
 
     @field_validator("label")
     @classmethod
@@ -39,11 +53,7 @@ class Feedback(BaseModel):
         def one(x: Any) -> bool:
             return isinstance(x, str | int) and not isinstance(x, bool)
 
-        if (
-            value is None
-            or one(value)
-            or (isinstance(value, list) and value and all(map(one, value)))
-        ):
+        if one(value) or (isinstance(value, list) and value and all(map(one, value))):
             return value
         raise PydanticCustomError(
             "label", "give one of the model's classes, or a list of them (one per instance)"
@@ -52,7 +62,7 @@ class Feedback(BaseModel):
     @model_validator(mode="after")
     def _one_of(self) -> Feedback:
         if (self.reward is None) == (self.label is None):
-            raise ValueError("send exactly one of reward or label")
+            raise PydanticCustomError("one_of", "send exactly one of reward or label")
         return self
 
 
@@ -71,8 +81,19 @@ async def predict_bytes(
 def _json_body(request: Request) -> None:
     """415 unless the body is declared JSON (a dependency of the JSON routes)."""
     given = request.headers.get("content-type")
-    if not is_json(given.encode("latin-1") if given else None):
-        raise UnsupportedMedia(given or "none")
+    problem = not_json(given.encode("latin-1") if given else None)
+    if problem is not None:
+        raise UnsupportedMedia(problem)
+
+
+def _token(setting: Any, what: str) -> Any:
+    """A dependency that checks a request's bearer token against ``setting`` (if set)."""
+    allowed = auth.tokens_of(setting.get_secret_value() if setting is not None else None)
+
+    def check(request: Request) -> None:
+        auth.check(allowed, request.headers.get("authorization"), what)
+
+    return check
 
 
 def install(app: LockserveApp, core: Core, settings: Settings) -> None:
@@ -84,9 +105,7 @@ def install(app: LockserveApp, core: Core, settings: Settings) -> None:
 
     @app.exception_handler(UnsupportedMedia)
     async def _unsupported(request: Request, exc: UnsupportedMedia) -> Response:
-        return error_response(
-            415, f"content type {str(exc)!r} is not supported; send application/json"
-        )
+        return error_response(415, str(exc))
 
     @api.post(
         "/predict",
@@ -119,16 +138,33 @@ def install(app: LockserveApp, core: Core, settings: Settings) -> None:
     @api.post(
         "/feedback",
         summary="Credit the variant that answered a request (bandit strategy)",
-        dependencies=[Depends(_json_body)],
+        dependencies=[
+            Depends(_token(settings.feedback_token, "POST /feedback")),
+            Depends(_json_body),
+        ],
         responses={
+            400: {"description": "malformed JSON"},
+            401: {"description": "no bearer token (when LOCKSERVE_FEEDBACK_TOKEN is set)"},
+            403: {"description": "a token that is not allowed"},
             404: {"description": "unknown or expired request id, or no bandit"},
+            413: {"description": "body too large"},
+            415: {"description": "not application/json"},
             409: {"description": "feedback for this request was already counted"},
         },
     )
     def feedback(body: Feedback) -> dict[str, Any]:  # a worker thread: it may wait on SQLite
         return core.feedback(body.request_id, body.reward, body.label)
 
-    @api.get("/metrics", summary="Prometheus metrics of all workers", response_class=Response)
+    @api.get(
+        "/metrics",
+        summary="Prometheus metrics of all workers",
+        response_class=Response,
+        dependencies=[Depends(_token(settings.metrics_token, "GET /metrics"))],
+        responses={
+            401: {"description": "no bearer token (when LOCKSERVE_METRICS_TOKEN is set)"},
+            403: {"description": "a token that is not allowed"},
+        },
+    )
     def prometheus() -> Response:
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)

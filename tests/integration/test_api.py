@@ -305,3 +305,26 @@ def test_app_resolves_the_rev_it_is_given(model_repo, artifacts):
     with TestClient(app) as c:
         assert c.get("/model").json()["md5"] == hashlib.md5(artifacts["v1"]).hexdigest()
         assert post(c, {"instances": [PENGUIN]}).json()["model"]["rev"] == "v1"
+
+
+def test_an_app_a_reload_replaced_is_freed_with_its_models(artifacts):
+    """FastAPI's per-endpoint caches hold every app ever built through its closures; a master
+    that rebuilds on reload lets go of the old one (api.app.release_replaced)."""
+    import gc
+    import weakref
+
+    from api.app import release_replaced
+
+    def built() -> weakref.ref:
+        store = ModelStore({"default": served_model("default", artifacts["v1"], "v1")})
+        app = create_app(Settings(), store)
+        with TestClient(app) as client:  # every route classified, as serving does
+            assert client.post("/predict", json={"instances": [PENGUIN]}).status_code == 200
+            assert client.get("/model").status_code == 200
+        return weakref.ref(store)
+
+    old = built()
+    gc.collect()
+    assert old() is not None  # kept alive by FastAPI's caches alone
+    release_replaced()
+    assert old() is None

@@ -919,8 +919,9 @@ def test_a_compressed_infer_request_is_inflated(served, encoding):
     r = client.post(INFER, content=b"not gzip", headers={"content-encoding": encoding})
     assert r.status_code == 400 and r.json()["error"].startswith(f"the {encoding} body does not")
     r = client.post(INFER, content=body, headers={"content-encoding": "br"})
+    assert r.status_code == 415
     assert r.json() == {
-        "error": "content encoding 'br' is not supported; send gzip, deflate or none"
+        "error": "content encoding 'br' is not supported; send gzip, deflate or identity"
     }
 
 
@@ -941,10 +942,19 @@ def test_errors_before_a_route_answers_keep_each_protocols_shape(artifacts):
         {"error_code": "REQUEST_LIMIT_EXCEEDED", "message": too_big},
     )
     assert rest.json()["error"]["code"] == "body_too_large"
-    assert (wrong_method.status_code, wrong_method.json()) == (405, {"error": "Method Not Allowed"})
+    assert (wrong_method.status_code, wrong_method.json()) == (
+        405,
+        {"error": f"GET is not allowed on '{INFER}'; use POST"},
+    )
     assert wrong_method.headers["content-type"] == "application/json"
-    assert (empty_version.status_code, empty_version.json()) == (404, {"error": "Not Found"})
-    assert mlflow_method.json() == {"error_code": "BAD_REQUEST", "message": "Method Not Allowed"}
+    assert (empty_version.status_code, empty_version.json()) == (
+        404,
+        {"error": f"no such path '/v2/models/{NAME}/versions//infer'"},
+    )
+    assert mlflow_method.json() == {
+        "error_code": "BAD_REQUEST",
+        "message": "GET is not allowed on '/invocations'; use POST",
+    }
 
 
 @pytest.mark.parametrize(
@@ -1045,14 +1055,19 @@ def test_an_unexpected_failure_in_an_adapter_is_its_protocols_500(served, monkey
     }
 
 
-def test_the_json_routes_refuse_a_body_without_a_content_type(artifacts):
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_the_json_routes_refuse_a_body_without_a_content_type(artifacts, fast_path):
     store = ModelStore({"default": served_model("default", artifacts["v1"], "v1")})
-    with TestClient(create_app(Settings(fast_path=False), store)) as client:
+    with TestClient(create_app(Settings(fast_path=fast_path), store)) as client:
         for path in ("/predict", "/feedback"):
             r = client.post(path, content=b"{}", headers={"content-type": ""})
             assert r.status_code == 415, path
             assert r.json()["error"]["message"] == (
-                "content type 'none' is not supported; send application/json"
+                "no content type given; send Content-Type: application/json"
+            )
+            r = client.post(path, content=b"{}", headers={"content-type": "text/plain"})
+            assert r.json()["error"]["message"] == (
+                "content type 'text/plain' is not supported; send application/json"
             )
 
 

@@ -200,3 +200,48 @@ def test_a_failing_request_never_fails_its_batch_mates(artifacts, tmp_path):
         if line["msg"].startswith("batch of ") and "re-running" in line["msg"]
     ]
     assert reruns and max(reruns) > 1  # a failing request had batch-mates, and they were spared
+
+
+def _urllib_post(url: str, body: bytes, **headers: str) -> tuple[int, dict]:
+    """POST as Python's urllib does: the whole body written before the answer is read."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        url, data=body, headers={"content-type": "application/json", **headers}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_an_oversize_body_gets_its_413_even_from_a_client_that_writes_it_all_first(
+    model_repo, tmp_path
+):
+    """100,001 instances (about 15 MB) to a 1 MB limit: urllib writes every byte before it
+    reads; the server reads and discards the rest after answering, so the 413 arrives instead
+    of a connection reset, with or without a declared length, and the server keeps serving."""
+    instance = json.dumps(PENGUIN).encode()
+    body = b'{"instances": [' + b", ".join([instance] * 100_001) + b"]}"
+    assert len(body) > 10_000_000
+    with running(
+        GUNICORN, ROOT, tmp_path / "log", LOCKSERVE_REPO=str(model_repo), WEB_CONCURRENCY="1"
+    ) as server:
+        for attempt in range(3):
+            status, error = _urllib_post(server.base + "/predict", body)
+            assert status == 413, attempt
+            assert error["error"]["message"] == (
+                f"request body of {len(body)} bytes is over the 1048576-byte limit"
+            )
+        chunks = iter([body[i : i + (1 << 20)] for i in range(0, len(body), 1 << 20)])
+        status, error = _urllib_post(
+            server.base + "/predict", chunks, **{"transfer-encoding": "chunked"}
+        )
+        assert (status, error["error"]["message"]) == (
+            413,
+            "request body is over the 1048576-byte limit",
+        )
+        status, answer = http("POST", server.base + "/predict", {"instances": [PENGUIN]})
+        assert status == 200 and len(answer["predictions"]) == 1

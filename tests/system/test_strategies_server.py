@@ -190,3 +190,43 @@ def test_reload_under_load_switches_models_without_a_failed_request(
     assert late and set(late) == {expected["v2"]}
     assert {md5 for at, _, md5 in results if at < reloaded} == {expected["v1"], expected["v2"]}
     assert described["strategy"] == "single" and described["variant"] == "candidate"
+
+
+def reload_command(tmp_path):
+    """`make reload` as the Makefile runs it, against this test's server."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "api.reload", "--pidfile", str(tmp_path / "gunicorn.pid")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_reload_reports_what_serves_or_why_it_was_refused(model_repo, artifacts, tmp_path):
+    expected = md5s(artifacts)
+    with serve(model_repo, tmp_path, "strategy: single\nvariants:\n  a: {rev: v1}\n") as server:
+        (tmp_path / "serving.yaml").write_text(
+            "strategy: canary\nvariants:\n  a: {rev: v1, weight: 50}\n  b: {rev: v2, weight: 50}\n"
+        )
+        done = reload_command(tmp_path)
+        assert (done.returncode, done.stdout) == (
+            0,
+            f"reloaded: a {expected['v1']} (v1), b {expected['v2']} (v2)\n",
+        )
+        (tmp_path / "serving.yaml").write_text("strategy: single\nvariants:\n  a: {rev: v9}\n")
+        refused_reload = reload_command(tmp_path)
+        assert refused_reload.returncode == 1
+        assert refused_reload.stdout.startswith("refused: ") and "v9" in refused_reload.stdout
+        assert refused_reload.stdout.count("\n") == 1
+        assert http("GET", server.base + "/model")[1]["strategy"] == "canary"
+        assert server.stop() == 0
+        log = server.output()
+    gone = reload_command(tmp_path)
+    assert gone.returncode == 2
+    assert gone.stdout.startswith("no lockserve server: no running master in pidfile")
+    assert "Errno" not in log and "Traceback" not in log
+    assert log.count("reload refused, still serving the previous models") == 1

@@ -193,7 +193,7 @@ def test_json_that_does_not_parse_is_malformed_with_the_parser_reason():
 
 @pytest.fixture()
 def client():
-    app = FastAPI()
+    app = FastAPI(redirect_slashes=False)
     install(app)
 
     @app.post("/items")
@@ -259,12 +259,16 @@ def test_http_errors_keep_their_detail_and_headers(client):
     assert r.json() == {"error": {"code": "error", "message": "short and stout", "details": []}}
     r = client.get("/nowhere")
     assert r.status_code == 404
-    assert r.json() == {"error": {"code": "not_found", "message": "Not Found", "details": []}}
+    assert r.json() == {
+        "error": {"code": "not_found", "message": "no such path '/nowhere'", "details": []}
+    }
+    r = client.get("/refused/")
+    assert r.json()["error"]["message"] == ("no such path '/refused/'; did you mean '/refused'?")
     r = client.delete("/refused")
     assert (r.status_code, r.headers["allow"]) == (405, "GET")
     assert r.json()["error"] == {
         "code": "method_not_allowed",
-        "message": "Method Not Allowed",
+        "message": "DELETE is not allowed on '/refused'; use GET",
         "details": [],
     }
 
