@@ -37,7 +37,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(level: str = "INFO") -> None:
-    """Send every logger (ours, uvicorn's, gunicorn's) through one JSON handler on stderr.
+    """Send every logger (ours, uvicorn's, gunicorn's, DVC's) through one JSON handler on
+    stderr.
 
     Caller, thread and process lookups are switched off: the lines do not use them, and they
     cost more than the rest of a request's logging.
@@ -51,7 +52,9 @@ def configure(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for name in ("uvicorn", "uvicorn.error", "gunicorn.error"):
+    import dvc  # noqa: F401 - DVC gives its loggers plain-text handlers when imported
+
+    for name in ("uvicorn", "uvicorn.error", "gunicorn.error", "dvc", "dvc_objects", "dvc_data"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     for name in ("uvicorn.access", "gunicorn.access"):  # replaced by our access log

@@ -3,14 +3,18 @@
 Looks in the work tree, then the DVC cache, then fetches that one object from the remote
 (DVC's own API for each step). Every candidate's md5 is checked against the lock; bytes that
 do not match are never returned. Anything wrong raises ResolutionError with one clear line.
+Starts that share a repo fetch one at a time, and a failed fetch leaves nothing in the cache.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,6 +149,27 @@ def resolve(
         raise ResolutionError(f"unknown git revision {rev!r} in {repo_root}") from None
     except DvcException as exc:
         raise ResolutionError(f"cannot open {repo_root} at {rev!r}: {exc}") from None
+    try:
+        return _resolve_in(
+            fs, repo_root, rev, name, commit, remote, attempts, backoff_s, timings, started
+        )
+    finally:
+        fs.close()  # its git packs and DVC index: not left to the garbage collector
+
+
+def _resolve_in(
+    fs: Any,
+    repo_root: Path,
+    rev: str,
+    name: str | None,
+    commit: str,
+    remote: str | None,
+    attempts: int,
+    backoff_s: float,
+    timings: dict[str, float],
+    started: float,
+) -> Resolved:
+    """The rest of :func:`resolve`, with the repo open at ``commit``."""
     name, path, md5 = _pinned(fs, name, rev, commit)
     timings["lock_ms"] = (time.perf_counter() - started) * 1000
     log.info(
@@ -180,30 +205,87 @@ def resolve(
         if source == "cache":
             cache_path.unlink()  # a corrupt cache entry must not be trusted by a later start
 
-    fetch_started = time.perf_counter()
-    try:
-        at = None if rev == WORKSPACE else commit
-        remote_label = remotes.fetch(repo_root, at, path, remote, attempts, backoff_s)
-    except remotes.RemoteError as exc:
-        raise ResolutionError(
-            f"{path} md5 {md5} pinned at {rev}: {exc} ({'; '.join(found)})"
-        ) from None
-    timings["fetch_ms"] = (time.perf_counter() - fetch_started) * 1000
-    data = _read(cache_path)
-    if data is None:
-        raise ResolutionError(
-            f"{path} md5 {md5} pinned at {rev} is missing from {remote_label} ({'; '.join(found)})"
-        )
-    verify_started = time.perf_counter()
-    got = md5_hex(data)
-    timings["verify_ms"] = (time.perf_counter() - verify_started) * 1000
-    if got != md5:
-        cache_path.unlink()
-        raise ResolutionError(
-            f"{path}: expected md5 {md5} (dvc.lock at {rev}), {remote_label} gave "
-            f"md5 {got}; not loaded, not cached ({'; '.join(found)})"
-        )
+    with _one_fetch_at_a_time(Path(repo_root)):
+        data = _read(cache_path)  # another start may have fetched it while this one waited
+        if data is not None:
+            verify_started = time.perf_counter()
+            got = md5_hex(data)
+            timings["verify_ms"] = (time.perf_counter() - verify_started) * 1000
+            if got == md5:
+                return _done(name, path, md5, rev, commit, "cache", data, fs, timings, started)
+            cache_path.unlink(missing_ok=True)
+        fetch_started = time.perf_counter()
+        partials = _temp_files(cache_path.parent)
+        try:
+            at = None if rev == WORKSPACE else commit
+            remote_label = remotes.fetch(repo_root, at, path, remote, attempts, backoff_s)
+        except remotes.RemoteError as exc:
+            if not isinstance(exc, remotes.RepoLocked):  # one that never started left nothing
+                _discard_partials(cache_path, md5, partials)
+            raise ResolutionError(
+                f"{path} md5 {md5} pinned at {rev}: {exc} ({'; '.join(found)})"
+            ) from None
+        timings["fetch_ms"] = (time.perf_counter() - fetch_started) * 1000
+        data = _read(cache_path)
+        if data is None:
+            raise ResolutionError(
+                f"{path} md5 {md5} pinned at {rev} is missing from {remote_label} "
+                f"({'; '.join(found)})"
+            )
+        verify_started = time.perf_counter()
+        got = md5_hex(data)
+        timings["verify_ms"] = (time.perf_counter() - verify_started) * 1000
+        if got != md5:
+            cache_path.unlink()
+            raise ResolutionError(
+                f"{path}: expected md5 {md5} (dvc.lock at {rev}), {remote_label} gave "
+                f"md5 {got}; not loaded, not cached ({'; '.join(found)})"
+            )
     return _done(name, path, md5, rev, commit, "remote", data, fs, timings, started)
+
+
+FETCH_LOCK = Path(".dvc") / "tmp" / "lockserve-fetch.lock"
+
+
+@contextlib.contextmanager
+def _one_fetch_at_a_time(repo_root: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the repo's FETCH_LOCK while fetching: starts that share a repo
+    fetch one after the other, and the later ones find the object in the cache (DVC's own repo
+    lock gives up after 3 s, failing a start whose neighbour is still downloading). The lock
+    goes with the process, however it ends. Where it cannot be made, the fetch goes without."""
+    lock_path = repo_root / FETCH_LOCK
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock_path, "ab")  # noqa: SIM115 - closed below, which releases the lock
+    except OSError:
+        yield
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("another start is fetching into %s; waiting for it", repo_root)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _temp_files(directory: Path) -> set[str]:
+    """The hidden ``.<random>.tmp`` files DVC downloads into beside a cache object."""
+    try:
+        return {p.name for p in directory.iterdir() if p.name[0] == "." and p.suffix == ".tmp"}
+    except OSError:
+        return set()
+
+
+def _discard_partials(cache_path: Path, md5: str, before: set[str]) -> None:
+    """After a failed fetch, leave nothing of it in the cache: not the object unless it
+    verifies, nor the temp files it started (DVC leaves a partial copy from a filesystem remote
+    behind when the disk fills)."""
+    data = _read(cache_path)
+    if data is not None and md5_hex(data) != md5:
+        cache_path.unlink(missing_ok=True)
+    for name in _temp_files(cache_path.parent) - before:
+        (cache_path.parent / name).unlink(missing_ok=True)
 
 
 def _done(

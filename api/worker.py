@@ -3,8 +3,11 @@
 
 On SIGTERM or a reload, uvicorn stops accepting and then closes every connection that has no
 request in progress, including one it accepted a moment ago whose request bytes are still in
-flight; that client sees a reset. The draining server waits a moment between the two steps, so
-such requests arrive and are answered.
+flight; that client sees a reset. And when the last process holding the listening socket
+closes it, the kernel resets every connection still queued for accept. The draining server
+goes on accepting after the signal until the queue is empty (the queued connections become
+answered requests), then stops accepting and waits a moment more, so requests already on the
+wire arrive and are answered, before uvicorn's own shutdown.
 
 The server gets the listening sockets themselves rather than gunicorn's wrappers of them: the
 wrappers log closing an already closed descriptor (uvloop closes it with its server) as
@@ -13,17 +16,42 @@ wrappers log closing an already closed descriptor (uvloop closes it with its ser
 
 import asyncio
 import socket
+import struct
 import sys
+import time
 
 from gunicorn.arbiter import Arbiter
 from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
-DRAIN_S = 0.5
+ACCEPT_S = 0.2  # after the signal, still accepting at least this long
+ACCEPT_MAX_S = 5.0  # and at most this long, while connections wait in the queue
+DRAIN_S = 0.5  # then, not accepting, waiting for requests on connections just accepted
+
+
+def queued(listener: socket.socket) -> int:
+    """Connections the kernel has completed for a listening TCP socket and no process has
+    accepted yet (Linux's TCP_INFO: ``tcpi_unacked`` of a listener); 0 when it cannot tell."""
+    try:
+        info = listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    except (OSError, AttributeError):
+        return 0
+    return struct.unpack_from("I", info, 24)[0] if len(info) >= 28 else 0
+
+
+async def accept_what_is_queued(listeners: list[socket.socket]) -> None:
+    """Go on accepting (and answering) until no connection waits in the listeners' queues, for
+    at least ACCEPT_S and at most ACCEPT_MAX_S: when the last process holding a listener closes
+    it, the kernel resets every connection still queued, requests and all."""
+    started = time.monotonic()
+    await asyncio.sleep(ACCEPT_S)
+    while time.monotonic() - started < ACCEPT_MAX_S and any(queued(s) for s in listeners):
+        await asyncio.sleep(0.02)
 
 
 class DrainingServer(Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await accept_what_is_queued(sockets or [])
         for server in self.servers:
             server.close()  # stop accepting; the other workers (or new ones) take over
         await asyncio.sleep(DRAIN_S)

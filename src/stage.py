@@ -83,16 +83,22 @@ def write_outputs(outputs: Mapping[Path, bytes]) -> None:
     """Write every output or none: all go to temp files first, then are renamed into place.
 
     Stages compute everything before calling this, so a failure anywhere earlier leaves
-    the previous outputs exactly as they were.
+    the previous outputs exactly as they were. A failed write (a full disk) leaves no temp file
+    behind, and its OSError names the output it was writing.
     """
     staged: list[tuple[Path, str]] = []
     try:
         for path, data in outputs.items():
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            staged.append((path, tmp))
+            staged.append((path, tmp))  # from here on removed if anything fails
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+            except OSError as exc:
+                if exc.filename is None:  # ENOSPC from write() names no file
+                    exc.filename = str(path)
+                raise
     except BaseException:
         for _, tmp in staged:
             with contextlib.suppress(FileNotFoundError):

@@ -220,12 +220,12 @@ def _urllib_post(url: str, body: bytes, **headers: str) -> tuple[int, dict]:
 def test_an_oversize_body_gets_its_413_even_from_a_client_that_writes_it_all_first(
     model_repo, tmp_path
 ):
-    """100,001 instances (about 15 MB) to a 1 MB limit: urllib writes every byte before it
+    """A 15 MB body (137,000 instances) to a 1 MB limit: urllib writes every byte before it
     reads; the server reads and discards the rest after answering, so the 413 arrives instead
     of a connection reset, with or without a declared length, and the server keeps serving."""
     instance = json.dumps(PENGUIN).encode()
-    body = b'{"instances": [' + b", ".join([instance] * 100_001) + b"]}"
-    assert len(body) > 10_000_000
+    body = b'{"instances": [' + b", ".join([instance] * 137_000) + b"]}"
+    assert len(body) > 15_000_000
     with running(
         GUNICORN, ROOT, tmp_path / "log", LOCKSERVE_REPO=str(model_repo), WEB_CONCURRENCY="1"
     ) as server:

@@ -64,6 +64,10 @@ class Fs:
     def __init__(self, pins: Pins, cache: Path) -> None:
         self.pins, self.cache_dir = pins, cache
         self.repo = self
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
 
     # fs.repo.*
     def get_rev(self) -> str:
@@ -118,6 +122,7 @@ class World:
     cache: Path
     pins: Pins
     opened: list = field(default_factory=list)
+    filesystems: list = field(default_factory=list)
     fetches: list = field(default_factory=list)
     remote_bytes: bytes | None = None  # what a fetch puts in the cache
     remote_error: str | None = None
@@ -144,7 +149,8 @@ def world(tmp_path, monkeypatch) -> World:
         w.opened.append((root, rev))
         if w.open_error:
             raise w.open_error
-        return Fs(w.pins, w.cache)
+        w.filesystems.append(Fs(w.pins, w.cache))
+        return w.filesystems[-1]
 
     def fetch(repo_root, commit, path, remote, attempts, backoff_s) -> str:
         w.fetches.append((repo_root, commit, path, remote, attempts, backoff_s))
@@ -442,3 +448,16 @@ def test_a_gto_name_that_does_not_resolve_is_named(tmp_path, monkeypatch):
     with pytest.raises(ResolutionError) as err:
         git_rev(tmp_path, "penguin-classifier@v9.0.0")
     assert str(err.value) == "cannot resolve 'penguin-classifier@v9.0.0' with GTO: no such version"
+
+
+def test_the_repo_is_closed_whatever_the_outcome(world):
+    """Its git packs and DVC index are released at once, not left to the garbage collector
+    (a gunicorn master re-resolves on every reload)."""
+    world.pins.md5s[PATH] = hashlib.md5(b"model").hexdigest()
+    world.workspace(b"model")
+    resolver.resolve(world.root, "v1", None)
+    world.pins.md5s[PATH] = hashlib.md5(b"other").hexdigest()
+    world.remote_error = "down"
+    with pytest.raises(ResolutionError):
+        resolver.resolve(world.root, "v1", None)
+    assert [fs.closed for fs in world.filesystems] == [True, True]
