@@ -57,7 +57,7 @@ def summary(details: list[dict[str, Any]]) -> str:
         if "instance" in d:
             where.append(f"instance {d['instance']}")
         if "field" in d:
-            where.append(f"field '{d['field']}'")
+            where.append(f"field {d['field']!r}")  # repr: one line, whatever the name
         parts.append(f"{', '.join(where) or 'body'}: {d['message']}")
     more = f" (+{len(details) - 3} more)" if len(details) > 3 else ""
     return "; ".join(parts) + more

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import io
 import json
+import lzma
 import pickle
 import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from contract.schema import ContractError, Schema
+from contract.schema import ContractError, Schema, shown
 
 FORMAT = "lockserve-model/3"
 MEMBERS = ("model.pkl", "schema.json", "metadata.json", "preprocess.json", "model.onnx")
@@ -27,6 +29,19 @@ REQUIRED = MEMBERS[:4]
 OUTPUTS = {"classification": "probabilities", "regression": "variable"}
 MAX_MEMBER_BYTES = 1 << 30
 _EPOCH = (1980, 1, 1, 0, 0, 0)
+# How damaged bytes fail: as a zip, in a member's decompressor (OSError, zlib.error, LZMAError),
+# as an unknown or encrypted compression (RuntimeError), as JSON that does not parse or is not
+# UTF-8 (ValueError) or that nests past the recursion limit (RecursionError, a RuntimeError).
+_UNREADABLE = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    EOFError,
+    ValueError,
+    OSError,
+    RuntimeError,
+    zlib.error,
+    lzma.LZMAError,
+)
 
 
 def _json(doc: dict[str, Any]) -> bytes:
@@ -94,7 +109,7 @@ def read(data: bytes) -> Artifact:
                 raise ContractError("artifact is not a lockserve model zip: no metadata.json")
             big = [n for n, i in infos.items() if i.file_size > MAX_MEMBER_BYTES]
             if big:
-                raise ContractError(f"artifact member {big[0]} is over {MAX_MEMBER_BYTES} bytes")
+                raise ContractError(f"artifact member {big[0]!r} is over {MAX_MEMBER_BYTES} bytes")
             metadata = json.loads(zf.read("metadata.json"))
             found = metadata.get("format") if isinstance(metadata, dict) else None
             if found != FORMAT:
@@ -105,13 +120,13 @@ def read(data: bytes) -> Artifact:
             preprocess = json.loads(zf.read("preprocess.json"))
             onnx = zf.read("model.onnx") if "model.onnx" in infos else None
             pickled = zf.read("model.pkl")
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as exc:
+    except _UNREADABLE as exc:
         if isinstance(exc, ContractError):
             raise
         raise ContractError(f"artifact is not a lockserve model zip: {exc}") from None
     if metadata.get("task") != schema.task:
         raise ContractError(
-            f"artifact metadata says task {metadata.get('task')!r}, its schema {schema.task!r}"
+            f"artifact metadata says task {shown(metadata.get('task'))}, its schema {schema.task!r}"
         )
     if not isinstance(preprocess, dict):
         raise ContractError("artifact preprocess.json is not a JSON object")
@@ -119,9 +134,9 @@ def read(data: bytes) -> Artifact:
 
 
 def _format_message(found: Any) -> str:
-    if isinstance(found, str) and found.startswith("lockserve-model/"):
+    if isinstance(found, str) and found.startswith("lockserve-model/") and found.isprintable():
         return (
             f"artifact format {found} cannot be read by this lockserve, which reads {FORMAT}: "
             "rebuild it with `dvc repro` or serve it with the lockserve that built it"
         )
-    return f"artifact format {found!r} is not {FORMAT}"
+    return f"artifact format {shown(found)} is not {FORMAT}"

@@ -36,7 +36,8 @@ class FeatureBuilder:
                 (str(c["name"]), str(c["fill"]), [str(v) for v in c["categories"]])
                 for c in spec["categorical"]
             ]
-        except (KeyError, TypeError, ValueError) as exc:
+        # a fill past float range (OverflowError); JSON nested deeper than str() can go
+        except (KeyError, TypeError, ValueError, OverflowError, RecursionError) as exc:
             raise ContractError(f"preprocess spec is malformed: {exc!r}") from None
         position = {name: i for i, name in enumerate(names)}
         unknown = [n for n, *_ in numeric + categorical if n not in position]

@@ -8,6 +8,7 @@ for integer-coded labels. ``max_missing_features`` is the row rule training appl
 from __future__ import annotations
 
 import math
+import reprlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,14 @@ FEATURE_TYPES = ("number", "category")
 
 class ContractError(ValueError):
     """Bytes or a document that do not follow the artifact contract; the message says how."""
+
+
+def shown(value: Any) -> str:
+    """A document's value for an error message: one short line, however deep or large it is."""
+    try:
+        return reprlib.repr(value)
+    except ValueError:  # an int too long to write in decimal
+        return f"<{type(value).__name__}>"
 
 
 @dataclass(frozen=True)
@@ -41,11 +50,13 @@ class Feature:
     @classmethod
     def from_json(cls, doc: Any) -> Feature:
         if not isinstance(doc, dict) or not isinstance(doc.get("name"), str) or not doc["name"]:
-            raise ContractError(f"schema: a feature needs a non-empty string name, got {doc!r:.80}")
+            raise ContractError(
+                f"schema: a feature needs a non-empty string name, got {shown(doc)}"
+            )
         name, kind = doc["name"], doc.get("type")
         nullable = doc.get("nullable", True)
         if not isinstance(nullable, bool):
-            raise ContractError(f"schema: feature '{name}' nullable must be true or false")
+            raise ContractError(f"schema: feature {name!r} nullable must be true or false")
         if kind == "category":
             cats = doc.get("categories")
             if (
@@ -55,21 +66,36 @@ class Feature:
                 or len(set(cats)) != len(cats)
             ):
                 raise ContractError(
-                    f"schema: feature '{name}' needs a list of distinct string categories"
+                    f"schema: feature {name!r} needs a list of distinct string categories"
                 )
             return cls(name, kind, nullable, categories=tuple(cats))
         if kind == "number":
             lo, hi = doc.get("min"), doc.get("max")
             if not all(_finite(v) for v in (lo, hi)) or not float(lo) < float(hi):
-                raise ContractError(f"schema: feature '{name}' needs finite numbers min < max")
+                raise ContractError(f"schema: feature {name!r} needs finite numbers min < max")
             return cls(name, kind, nullable, min=float(lo), max=float(hi))
         raise ContractError(
-            f"schema: feature '{name}' has type {kind!r}; not one of number, category"
+            f"schema: feature {name!r} has type {shown(kind)}; not one of number, category"
         )
 
 
 def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    """A JSON number a float holds: not a bool, NaN, an infinity or an int past float range."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _unicode(text: str) -> bool:
+    """Text UTF-8 can encode: JSON's \\u escapes can spell a lone surrogate, which it cannot."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -105,7 +131,7 @@ class Schema:
             raise ContractError("schema: not a JSON object")
         task, target = doc.get("task"), doc.get("target")
         if task not in TASKS:
-            raise ContractError(f"schema: task {task!r} is not one of {', '.join(TASKS)}")
+            raise ContractError(f"schema: task {shown(task)} is not one of {', '.join(TASKS)}")
         if not isinstance(target, str) or not target:
             raise ContractError("schema: target must be a non-empty string")
         raw = doc.get("features")
@@ -132,6 +158,11 @@ class Schema:
                     "all strings or all integers"
                 )
             classes = tuple(listed)
+        texts = [target, *names, *(c for f in features for c in f.categories), *classes]
+        if not all(_unicode(t) for t in texts if isinstance(t, str)):
+            raise ContractError(
+                "schema: a name, category or class is not Unicode text (a lone surrogate)"
+            )
         rule = doc.get("max_missing_features")
         if rule is not None and (not isinstance(rule, int) or isinstance(rule, bool) or rule < 0):
             raise ContractError("schema: max_missing_features must be a non-negative integer")
