@@ -17,20 +17,17 @@ from api.settings import Settings
 from api.store import ModelStore
 from api.strategies import build
 from tests.conftest import PENGUIN, served_model
+from tests.integration.test_bandit_app import CONFIG as BANDIT
 
-BANDIT = """\
-strategy: bandit
-variants:
-  a: {rev: v1}
-  b: {rev: v2}
-bandit: {algorithm: thompson, seed: 1}
-"""
 MODES = {"fast": {"fast_path": True}, "route": {"fast_path": False}}
 
 
 def bandit_app(artifacts, tmp_path, ttl=86400.0, **settings):
     store = ModelStore(
-        {name: served_model(name, artifacts[tag], tag) for name, tag in (("a", "v1"), ("b", "v2"))}
+        {
+            name: served_model(name, artifacts[tag], tag)
+            for name, tag in (("worse", "v1"), ("better", "v2"))
+        }
     )
     strategy = build(parse(BANDIT), tmp_path / "state.sqlite", ttl)
     return create_app(Settings(**settings), store, strategy)

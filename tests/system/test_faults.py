@@ -31,20 +31,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import ROOT, dvc, venv_env
+from tests.conftest import PENGUIN, ROOT, dvc, venv_env
 from tests.servers import GUNICORN, Server, free_port, http, json_lines
 
 pytestmark = pytest.mark.system
 
 log = logging.getLogger("lockserve.tests.faults")
-
-PENGUIN = {
-    "island": "Dream",
-    "bill_depth_mm": 18.5,
-    "flipper_length_mm": 195.0,
-    "body_mass_g": 3700.0,
-    "sex": "female",
-}
 
 
 def md5(data: bytes) -> str:
