@@ -20,17 +20,28 @@ def tokens_of(setting: str | None) -> tuple[bytes, ...]:
     return tuple(t.strip().encode() for t in setting.split(",") if t.strip())
 
 
+def bearer(authorization: str | None) -> bytes | None:
+    """The token of an ``Authorization: Bearer <token>`` header as the bytes that came (header
+    values arrive decoded as latin-1), or None when the header holds no bearer token."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return token.encode("latin-1")
+
+
 def check(allowed: tuple[bytes, ...], authorization: str | None, what: str) -> None:
     """Nothing when ``allowed`` is empty or the header carries one of its tokens; else
     UNAUTHORIZED (no bearer token) or FORBIDDEN (a token that is not one of them)."""
     if not allowed:
         return
-    scheme, _, given = (authorization or "").strip().partition(" ")
-    if scheme.lower() != "bearer" or not given.strip():
+    token = bearer(authorization)
+    if token is None:
         raise ServiceError(
             Kind.UNAUTHORIZED, f"{what} needs a bearer token: send 'Authorization: Bearer <token>'"
         )
-    token = given.strip().encode("latin-1", "replace")  # the header as its bytes came
     matched = False
     for candidate in allowed:  # every candidate compared, so the time says nothing
         matched |= hmac.compare_digest(token, candidate)

@@ -106,7 +106,7 @@ class Core:
         """``rows``, unless one is a row training would have dropped: more missing values
         than the artifact's ``max_missing_features`` (INVALID naming each such instance)."""
         limit = self.max_missing
-        if limit is None or limit >= len(self.schema.features):
+        if limit is None:
             return rows
         sparse = [i for i, row in enumerate(rows) if row.count(None) > limit]
         if not sparse:

@@ -115,8 +115,9 @@ async def _http(request: Request, exc: HTTPException) -> Response:
     if exc.status_code == 404 and message == "Not Found":  # no route: say which path
         path = request.url.path
         message = f"no such path {path!r}"
-        if path.endswith("/") and len(path) > 1:
-            message += f"; did you mean {path.rstrip('/')!r}?"
+        bare = path.rstrip("/")
+        if bare and bare != path:
+            message += f"; did you mean {bare!r}?"
     elif exc.status_code == 405 and message == "Method Not Allowed":
         message = f"{request.method} is not allowed on {request.url.path!r}"
         if exc.headers and "Allow" in exc.headers:

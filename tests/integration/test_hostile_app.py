@@ -210,9 +210,9 @@ def test_a_row_training_would_have_dropped_is_refused_naming_the_rule(artifacts,
             "most 2 (max_missing_features)"
         )
         assert error["message"] == f"instance 1: {rule}; instance 3: {rule}"
-        assert [(d["instance"], d["type"]) for d in error["details"]] == [
-            (1, "max_missing_features"),
-            (3, "max_missing_features"),
+        assert [(d["instance"], d["type"], d["loc"]) for d in error["details"]] == [
+            (1, "max_missing_features", ["instances", 1]),
+            (3, "max_missing_features", ["instances", 3]),
         ]
 
 

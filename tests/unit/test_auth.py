@@ -2,7 +2,7 @@
 
 import pytest
 
-from api.auth import check, tokens_of
+from api.auth import bearer, check, tokens_of
 from api.problems import Kind, ServiceError
 
 
@@ -42,3 +42,9 @@ UTF8_TOKEN = "Bearer " + "ünï".encode().decode("latin-1")
 @pytest.mark.parametrize("header", ["Bearer one", "bearer two", "  BEARER   two  ", UTF8_TOKEN])
 def test_any_listed_token_passes(header):
     assert check(tokens_of("one,two,ünï"), header, "GET /metrics") is None
+
+
+def test_the_bearer_token_is_the_bytes_that_came():
+    assert bearer(None) is bearer("") is bearer("Basic x") is bearer("Bearer  ") is None
+    assert bearer(" bearer  tok en ") == b"tok en"
+    assert bearer(UTF8_TOKEN) == "ünï".encode()

@@ -204,6 +204,18 @@ def client():
     def refused() -> dict:
         raise ServiceError(Kind.CONFLICT, "already counted", [{"why": "twice"}])
 
+    @app.get("/gone")
+    def gone() -> dict:
+        raise HTTPException(404, "that one is gone")
+
+    @app.get("/read-only")
+    def read_only() -> dict:
+        raise HTTPException(405, "read-only today")
+
+    @app.get("/no-allow")
+    def no_allow() -> dict:
+        raise HTTPException(405)
+
     @app.get("/teapot")
     def teapot() -> dict:
         raise HTTPException(418, "short and stout", headers={"X-Spout": "yes"})
@@ -247,7 +259,7 @@ def test_a_route_body_that_is_not_json_is_400(client):
 
 def test_a_refusal_keeps_its_status_message_and_details(client):
     r = client.get("/refused")
-    assert r.status_code == 409
+    assert r.status_code == 409 and "www-authenticate" not in r.headers
     assert r.json() == {
         "error": {"code": "conflict", "message": "already counted", "details": [{"why": "twice"}]}
     }

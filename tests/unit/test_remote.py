@@ -199,3 +199,75 @@ def test_a_failed_fetch_is_one_line_naming_the_remote(monkeypatch, sleeps):
     assert str(err.value) == (
         "remote 'storage' (s3://models/lockserve): fetch failed: 1 files failed to fetch"
     )
+
+
+def test_one_line_drops_colours_and_line_breaks_and_keeps_it_short():
+    assert remote.one_line("\x1b[31mUnable\x1b[0m to\n  acquire\tlock") == "Unable to acquire lock"
+    assert remote.one_line("x" * 300) == "x" * 300
+    assert remote.one_line("x" * 301) == "x" * 297 + "..."
+    assert remote.one_line("abcdef", limit=5) == "ab..."
+
+
+def test_a_cause_names_the_failure_and_the_one_it_arose_from():
+    try:
+        try:
+            raise ConnectionError("payload not completed\n(received 5 of 9 bytes)")
+        except ConnectionError as first:
+            raise OSError("Could not connect") from first
+    except OSError as exc:
+        assert remote.cause(exc) == (
+            "Could not connect, after: payload not completed (received 5 of 9 bytes)"
+        )
+    assert remote.cause(ValueError()) == "ValueError"
+    repeated = RuntimeError("same")
+    repeated.__context__ = RuntimeError("same")
+    assert remote.cause(repeated) == "same"
+    chain = RuntimeError("a")
+    chain.__cause__ = RuntimeError("b")
+    chain.__cause__.__cause__ = RuntimeError("c")
+    assert remote.cause(chain) == "a, after: b"  # two links at most
+
+
+def test_a_failed_transfer_keeps_its_cause_and_drops_the_traceback_record():
+    failures = remote.TransferFailures()
+    plain = logging.LogRecord("dvc_data", logging.INFO, "", 0, "copied", (), None)
+    assert failures.filter(plain) is True and failures.causes == []
+    try:
+        raise OSError(28, "No space left on device")
+    except OSError:
+        import sys
+
+        failed = logging.LogRecord("t", logging.ERROR, "", 0, "failed", (), sys.exc_info())
+    assert failures.filter(failed) is False
+    assert failures.causes == ["[Errno 28] No space left on device"]
+
+
+def test_a_fetch_that_fails_says_why_on_its_one_line(monkeypatch, sleeps):
+    class Failing(FakeRepo):
+        def fetch(self, **kwargs) -> int:
+            try:
+                raise OSError(28, "No space left on device")
+            except OSError:
+                logging.getLogger(remote.TransferFailures.LOGGER).exception("failed to transfer")
+            raise DvcException("1 files failed to download")
+
+    use_repo(monkeypatch, Failing("/r", CONFIG, Store(FlakyFs())))
+    with pytest.raises(RemoteError) as err:
+        fetch(Path("/r"), "c", "m.zip", None, 3, 0.5)
+    assert str(err.value) == (
+        "remote 'storage' (s3://models/lockserve): fetch failed: 1 files failed to download: "
+        "[Errno 28] No space left on device"
+    )
+    assert logging.getLogger(remote.TransferFailures.LOGGER).filters == []
+
+
+def test_a_repo_another_process_has_locked_is_named_as_such(monkeypatch, sleeps):
+    from dvc.lock import LockError
+
+    repo = FakeRepo("/r", CONFIG, Store(FlakyFs()), fetch_error=LockError("Unable to acquire lock"))
+    use_repo(monkeypatch, repo)
+    with pytest.raises(remote.RepoLocked) as err:
+        fetch(Path("/r"), "c", "m.zip", None, 3, 0.5)
+    assert str(err.value) == (
+        "remote 'storage' (s3://models/lockserve): fetch failed: Unable to acquire lock"
+    )

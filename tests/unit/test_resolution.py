@@ -15,7 +15,7 @@ from dvc.exceptions import DvcException, NotDvcRepoError
 from dvc.scm import RevError
 
 from api import resolver
-from api.remote import RemoteError
+from api.remote import RemoteError, RepoLocked
 from api.resolver import ResolutionError, git_rev, resolve
 
 V1, V2 = b"model bytes v1", b"model bytes v2"
@@ -127,6 +127,8 @@ class World:
     remote_bytes: bytes | None = None  # what a fetch puts in the cache
     remote_error: str | None = None
     open_error: Exception | None = None
+    partial: bytes | None = None  # what a failing fetch leaves: the object, and a temp file
+    locked: bool = False  # the fetch finds the repo locked by another process
 
     def workspace(self, data: bytes) -> None:
         (self.root / PATH).parent.mkdir(parents=True, exist_ok=True)
@@ -154,6 +156,11 @@ def world(tmp_path, monkeypatch) -> World:
 
     def fetch(repo_root, commit, path, remote, attempts, backoff_s) -> str:
         w.fetches.append((repo_root, commit, path, remote, attempts, backoff_s))
+        if w.partial is not None:
+            w.cached(w.pins.md5s[path], w.partial)
+            (w.cache_file(w.pins.md5s[path]).parent / ".a1b2c3.tmp").write_bytes(w.partial)
+        if w.locked:
+            raise RepoLocked("remote 'storage' (s3://models): fetch failed: Unable to acquire lock")
         if w.remote_error:
             raise RemoteError(w.remote_error)
         if w.remote_bytes is not None:
@@ -461,3 +468,60 @@ def test_the_repo_is_closed_whatever_the_outcome(world):
     with pytest.raises(ResolutionError):
         resolver.resolve(world.root, "v1", None)
     assert [fs.closed for fs in world.filesystems] == [True, True]
+
+
+def test_a_failed_fetch_leaves_nothing_of_itself_in_the_cache(world):
+    """Not the object (it does not verify), nor the temp files it started; what was there
+    before it (another start's temp file) stays."""
+    folder = world.cache_file(md5(V1)).parent
+    folder.mkdir(parents=True)
+    (folder / ".before.tmp").write_bytes(b"someone else's")
+    (folder / "not-a-temp-file").write_bytes(b"x")
+    world.partial = V1[:10]
+    world.remote_error = "remote 'storage' (s3://models): fetch failed: connection lost"
+    with pytest.raises(ResolutionError):
+        resolve(world.root, "v1", None)
+    assert sorted(p.name for p in folder.iterdir()) == [".before.tmp", "not-a-temp-file"]
+
+
+def test_a_failed_fetch_keeps_an_object_that_verifies(world):
+    world.partial = V1  # it arrived whole; only something after it failed
+    world.remote_error = "remote 'storage' (s3://models): fetch failed: another file"
+    with pytest.raises(ResolutionError):
+        resolve(world.root, "v1", None)
+    assert world.cache_file(md5(V1)).read_bytes() == V1
+    assert [p.name for p in world.cache_file(md5(V1)).parent.iterdir()] == [md5(V1)[2:]]
+
+
+def test_a_fetch_that_never_started_touches_nothing(world):
+    """The repo was locked by another process: what is in the cache is that process's."""
+    world.partial = b"another process's download in progress"
+    world.locked = True
+    with pytest.raises(ResolutionError) as err:
+        resolve(world.root, "v1", None)
+    assert "Unable to acquire lock" in str(err.value)
+    assert len(list(world.cache_file(md5(V1)).parent.iterdir())) == 2
+
+
+def test_a_start_that_waited_for_another_ones_fetch_takes_it_from_the_cache(world, monkeypatch):
+    import contextlib
+
+    @contextlib.contextmanager
+    def another_start_fetched_meanwhile(repo_root):
+        world.cached(md5(V1), V1)
+        yield
+
+    monkeypatch.setattr(resolver, "_one_fetch_at_a_time", another_start_fetched_meanwhile)
+    resolved = resolve(world.root, "v1", None)
+    assert (resolved.source, resolved.data, world.fetches) == ("cache", V1, [])
+
+
+def test_starts_that_share_a_repo_fetch_one_at_a_time(world, tmp_path):
+    import fcntl
+
+    lock = world.root / resolver.FETCH_LOCK
+    with resolver._one_fetch_at_a_time(world.root):
+        with open(lock, "ab") as other, pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with open(lock, "ab") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the fetch is done

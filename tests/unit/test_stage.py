@@ -142,6 +142,27 @@ def test_write_outputs_is_all_or_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocked", "first.bin", "second.bin"]
 
 
+def test_a_full_disk_names_the_output_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    import errno
+    import io
+
+    first, second = tmp_path / "first.bin", tmp_path / "models" / "second.bin"
+    write_outputs({first: b"old"})
+
+    class Full(io.FileIO):
+        def write(self, data):
+            if data == b"too big":
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return super().write(data)
+
+    monkeypatch.setattr(stage.os, "fdopen", lambda fd, mode: Full(fd, "wb"))
+    with pytest.raises(OSError) as full:
+        write_outputs({first: b"new", second: b"too big"})
+    assert (full.value.errno, full.value.filename) == (errno.ENOSPC, str(second))
+    assert first.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["first.bin", "models"]
+
+
 def test_each_output_is_staged_beside_its_target_as_a_hidden_temp_file(tmp_path, monkeypatch):
     """Renaming within one directory is atomic (never across file systems), and a file left by
     a killed stage is a dotfile named after its target."""
