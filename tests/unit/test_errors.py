@@ -274,8 +274,21 @@ def test_http_errors_keep_their_detail_and_headers(client):
     assert r.json() == {
         "error": {"code": "not_found", "message": "no such path '/nowhere'", "details": []}
     }
-    r = client.get("/refused/")
-    assert r.json()["error"]["message"] == ("no such path '/refused/'; did you mean '/refused'?")
+    for path, message in (
+        ("/refused/", "no such path '/refused/'; did you mean '/refused'?"),
+        ("/refused//", "no such path '/refused//'; did you mean '/refused'?"),
+        ("/MAX/", "no such path '/MAX/'; did you mean '/MAX'?"),
+        ("/", "no such path '/'"),
+    ):
+        assert client.get(path).json()["error"]["message"] == message, path
+    # what a route says itself is kept; the method and path only replace Starlette's words
+    assert client.get("/gone").json()["error"]["message"] == "that one is gone"
+    assert client.get("/read-only").json()["error"]["message"] == "read-only today"
+    no_allow = client.get("/no-allow")
+    assert (no_allow.status_code, no_allow.json()["error"]["message"]) == (
+        405,
+        "GET is not allowed on '/no-allow'",
+    )
     r = client.delete("/refused")
     assert (r.status_code, r.headers["allow"]) == (405, "GET")
     assert r.json()["error"] == {
