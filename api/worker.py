@@ -15,6 +15,7 @@ wrappers log closing an already closed descriptor (uvloop closes it with its ser
 """
 
 import asyncio
+import os
 import socket
 import struct
 import sys
@@ -39,10 +40,24 @@ def queued(listener: socket.socket) -> int:
     return struct.unpack_from("I", info, 24)[0] if len(info) >= 28 else 0
 
 
+def held_by_parent(listeners: list[socket.socket]) -> bool:
+    """Whether the gunicorn master still holds these listeners: a reload, after which new
+    workers accept from the same queue (on shutdown the master closes them first)."""
+    try:
+        inodes = {f"socket:[{os.fstat(s.fileno()).st_ino}]" for s in listeners}
+        fds = f"/proc/{os.getppid()}/fd"
+        return any(os.readlink(os.path.join(fds, fd)) in inodes for fd in os.listdir(fds))
+    except OSError:
+        return False
+
+
 async def accept_what_is_queued(listeners: list[socket.socket]) -> None:
-    """Go on accepting (and answering) until no connection waits in the listeners' queues, for
-    at least ACCEPT_S and at most ACCEPT_MAX_S: when the last process holding a listener closes
-    it, the kernel resets every connection still queued, requests and all."""
+    """On shutdown, go on accepting (and answering) until no connection waits in the
+    listeners' queues, for at least ACCEPT_S and at most ACCEPT_MAX_S: when the last process
+    holding a listener closes it, the kernel resets every connection still queued. On a reload
+    the master keeps the listeners and the new workers take the queue: nothing to wait for."""
+    if held_by_parent(listeners):
+        return
     started = time.monotonic()
     await asyncio.sleep(ACCEPT_S)
     while time.monotonic() - started < ACCEPT_MAX_S and any(queued(s) for s in listeners):
