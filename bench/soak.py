@@ -3,7 +3,8 @@
 One server (gunicorn, 2 workers, the model dvc.lock pins) on a free loopback port takes mixed
 good and bad requests from a fixed number of keep-alive clients for ``--minutes`` (10), with
 a reload (``python -m api.reload``) every ``--reload-every`` seconds (120). Every minute it
-samples each worker's RSS and the open file descriptors of the master and workers. Promises
+samples each worker's RSS and the open descriptors of the master and workers (sockets left
+out for workers: their connections follow the load). Promises
 checked at the end (exit 1 when one is broken): no 5xx and no failed connection; every reload
 reported "reloaded"; each worker's RSS, taken at the same point of each generation of workers,
 within 10% of the first generation's; file descriptors as many at the end as at the start.
@@ -18,7 +19,6 @@ import json
 import logging
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import threading
@@ -28,6 +28,7 @@ from pathlib import Path
 
 import psutil
 
+from api.reload import reload
 from bench import fill_readme
 from tests.conftest import PENGUIN
 from tests.servers import GUNICORN, Server, free_port
@@ -90,51 +91,59 @@ class Load:
 
     def _client(self, index: int) -> None:
         rng = random.Random(self.seed + index)
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        conn = self._connection()
         while not self.stop.is_set():
             method, path, body, headers = rng.choice(MIX)
             try:
-                conn.request(method, path, body=body, headers=headers)
-                response = conn.getresponse()
-                response.read()
-                status = response.status
-                if response.getheader("connection", "").lower() == "close":
-                    conn.close()
+                status = self._ask(conn, method, path, body, headers)
             except (OSError, http.client.HTTPException) as exc:
                 # a keep-alive connection the server closed between requests (a worker that
                 # drained at a reload) is retried once on a new one; anything else counts
                 conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                conn = self._connection()
                 with self._lock:
                     self.stale_retries += 1
                 try:
-                    conn.request(method, path, body=body, headers=headers)
-                    response = conn.getresponse()
-                    response.read()
-                    status = response.status
+                    status = self._ask(conn, method, path, body, headers)
                 except (OSError, http.client.HTTPException) as again:
                     with self._lock:
                         self.failures[f"{type(exc).__name__} then {type(again).__name__}"] += 1
                     conn.close()
-                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                    conn = self._connection()
                     continue
             with self._lock:
                 self.statuses[status] += 1
         conn.close()
 
+    def _connection(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
 
-def fds(process: psutil.Process) -> int:
-    return process.num_fds()
+    @staticmethod
+    def _ask(
+        conn: http.client.HTTPConnection,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: dict[str, str],
+    ) -> int:
+        """One request on ``conn``; its status (the connection closed if the server said so)."""
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        if response.getheader("connection", "").lower() == "close":
+            conn.close()
+        return response.status
 
 
 def sample(master: psutil.Process) -> dict:
-    """RSS (MB) and open descriptors of each worker, and the master's descriptors."""
+    """RSS (MB) of each worker, its open descriptors other than sockets (its connections
+    come and go with the load), and the master's descriptors (it holds no connections)."""
     workers = sorted(master.children(), key=lambda p: p.pid)
     return {
         "at": round(time.monotonic(), 1),
         "workers": {w.pid: round(w.memory_info().rss / 1e6, 1) for w in workers},
-        "worker_fds": {w.pid: fds(w) for w in workers},
-        "master_fds": fds(master),
+        "worker_fds": {w.pid: w.num_fds() - len(w.net_connections("all")) for w in workers},
+        "master_fds": master.num_fds(),
         "master_mb": round(master.memory_info().rss / 1e6, 1),
     }
 
@@ -182,14 +191,7 @@ def soak(minutes: float, reload_every: float, clients: int) -> dict:
                     list(samples[-1]["workers"].values()),
                 )
             if now >= next_reload and now + 30 < end:
-                done = subprocess.run(
-                    [sys.executable, "-m", "api.reload", "--pidfile", str(pidfile)],
-                    cwd=ROOT,
-                    capture_output=True,
-                    text=True,
-                    timeout=300,
-                )
-                reloads.append(done.stdout.strip() or done.stderr.strip())
+                reloads.append(reload(pidfile, timeout_s=300)[1])  # what `make reload` prints
                 log.info("reload: %s", reloads[-1])
                 next_reload += reload_every
                 generation_start = time.monotonic()
@@ -197,9 +199,8 @@ def soak(minutes: float, reload_every: float, clients: int) -> dict:
         load.join()
         time.sleep(2)
         last = sample(master)
-        code = server.stop()
     finally:
-        server.stop()
+        code = server.stop()
     first_gen, last_gen = generation_samples[0], generation_samples[-1]
     rss_first = sorted(first_gen["workers"].values())
     rss_last = sorted(last_gen["workers"].values())
