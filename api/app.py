@@ -3,7 +3,6 @@ protocol adapter, errors, and the lifespan that starts and stops what runs in th
 
 from __future__ import annotations
 
-import functools
 import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -134,7 +133,7 @@ def release_replaced() -> None:
     from fastapi.dependencies import models
 
     for value in vars(models).values():
-        if isinstance(value, functools._lru_cache_wrapper):
+        if hasattr(value, "cache_clear"):  # functools.lru_cache
             value.cache_clear()
     gc.collect()
 

@@ -64,7 +64,6 @@ class Core:
         primary = store.get(strategy.primary)
         self.schema: Schema = primary.artifact.schema
         self.name: str = primary.resolved.name
-        self.max_missing: int | None = self.schema.max_missing_features
 
     # -- lifecycle: the app's lifespan calls these once per worker process
     def _services(self) -> list[Any]:
@@ -105,7 +104,7 @@ class Core:
     def _trained_rows(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """``rows``, unless one is a row training would have dropped: more missing values
         than the artifact's ``max_missing_features`` (INVALID naming each such instance)."""
-        limit = self.max_missing
+        limit = self.schema.max_missing_features
         if limit is None:
             return rows
         sparse = [i for i, row in enumerate(rows) if row.count(None) > limit]

@@ -50,11 +50,12 @@ ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS, "identity":
 
 
 class BodyProblem(Exception):
-    """A body the service cannot take as sent; ``status`` says why in HTTP terms."""
+    """A body the service cannot take as sent; ``status`` says why in HTTP terms, ``unread``
+    whether some of it is still on its way (to be drained after the answer)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, unread: bool = False) -> None:
         super().__init__(message)
-        self.status = status
+        self.status, self.unread = status, unread
 
 
 def inflate(body: bytes, encoding: str, limit: int) -> bytes:
@@ -140,13 +141,14 @@ class RequestContext:
 
         try:
             if scope["method"].encode() in BODY_METHODS:
-                problem = await self._check_body(scope, receive)
-                if isinstance(problem, tuple):
-                    code, message, unread = problem
-                    drain = receive if unread else None
-                    await self._reject(send_with_id, scope["path"], code, message, drain)
+                try:
+                    receive = await self._check_body(scope, receive)
+                except BodyProblem as problem:
+                    drain = receive if problem.unread else None
+                    await self._reject(
+                        send_with_id, scope["path"], problem.status, str(problem), drain
+                    )
                     return
-                receive = problem
             await self.app(scope, receive, send_with_id)
         except Exception:  # noqa: BLE001 - never a trace, in a response or a plain log line
             if not status["started"]:
@@ -183,32 +185,31 @@ class RequestContext:
 
     async def _check_body(self, scope: Scope, receive: Any) -> Any:
         """Return a replaying ``receive`` for an acceptable body (inflated when it came
-        compressed), else (status, message, whether body bytes are still unread)."""
+        compressed), else raise BodyProblem."""
         declared = _header(scope, b"content-length")
         limit = self.max_body_bytes
         if declared and declared.isdigit() and int(declared) > limit:
-            # a client waiting for 100 Continue has sent nothing: nothing to drain
-            unsent = _header(scope, b"expect") is not None
-            message = f"request body of {int(declared)} bytes is over the {limit}-byte limit"
-            return 413, message, not unsent
+            raise BodyProblem(
+                413,
+                f"request body of {int(declared)} bytes is over the {limit}-byte limit",
+                # a client waiting for 100 Continue has sent nothing: nothing to drain
+                unread=_header(scope, b"expect") is None,
+            )
         chunks, size, more = [], 0, True
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return 400, "client disconnected before sending the whole body", False
+                raise BodyProblem(400, "client disconnected before sending the whole body")
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                return 413, f"request body is over the {limit}-byte limit", True
+                raise BodyProblem(413, f"request body is over the {limit}-byte limit", True)
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
         encoding = _header(scope, b"content-encoding")
         if encoding is not None:
-            try:
-                body = inflate(body, encoding.decode("latin-1"), limit)
-            except BodyProblem as problem:
-                return problem.status, str(problem), False
+            body = inflate(body, encoding.decode("latin-1"), limit)
             scope["headers"] = [
                 (k, v)
                 for k, v in scope["headers"]

@@ -54,6 +54,14 @@ def md5_hex(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
 
 
+def _timed_md5(data: bytes, timings: dict[str, float]) -> str:
+    """``md5_hex(data)``, its time recorded as the resolution's ``verify_ms``."""
+    started = time.perf_counter()
+    got = md5_hex(data)
+    timings["verify_ms"] = (time.perf_counter() - started) * 1000
+    return got
+
+
 WORKSPACE = "workspace"
 
 
@@ -188,9 +196,7 @@ def _resolve_in(
         if data is None:
             found.append(f"{source}: absent")
             continue
-        verify_started = time.perf_counter()
-        got = md5_hex(data)
-        timings["verify_ms"] = (time.perf_counter() - verify_started) * 1000
+        got = _timed_md5(data, timings)
         if got == md5:
             return _done(name, path, md5, rev, commit, source, data, fs, timings, started)
         found.append(f"{source}: md5 {got}")
@@ -208,9 +214,7 @@ def _resolve_in(
     with _one_fetch_at_a_time(Path(repo_root)):
         data = _read(cache_path)  # another start may have fetched it while this one waited
         if data is not None:
-            verify_started = time.perf_counter()
-            got = md5_hex(data)
-            timings["verify_ms"] = (time.perf_counter() - verify_started) * 1000
+            got = _timed_md5(data, timings)
             if got == md5:
                 return _done(name, path, md5, rev, commit, "cache", data, fs, timings, started)
             cache_path.unlink(missing_ok=True)
@@ -232,9 +236,7 @@ def _resolve_in(
                 f"{path} md5 {md5} pinned at {rev} is missing from {remote_label} "
                 f"({'; '.join(found)})"
             )
-        verify_started = time.perf_counter()
-        got = md5_hex(data)
-        timings["verify_ms"] = (time.perf_counter() - verify_started) * 1000
+        got = _timed_md5(data, timings)
         if got != md5:
             cache_path.unlink()
             raise ResolutionError(

@@ -4,10 +4,11 @@
 On SIGTERM or a reload, uvicorn stops accepting and then closes every connection that has no
 request in progress, including one it accepted a moment ago whose request bytes are still in
 flight; that client sees a reset. And when the last process holding the listening socket
-closes it, the kernel resets every connection still queued for accept. The draining server
-goes on accepting after the signal until the queue is empty (the queued connections become
-answered requests), then stops accepting and waits a moment more, so requests already on the
-wire arrive and are answered, before uvicorn's own shutdown.
+closes it, the kernel resets every connection still queued for accept. On shutdown (the
+master has closed its copy) the draining server goes on accepting until the queue is empty (the
+queued connections become answered requests); on a reload the master keeps the listener and
+the new workers take the queue. Then it stops accepting and waits a moment more, so requests
+already on the wire arrive and are answered, before uvicorn's own shutdown.
 
 The server gets the listening sockets themselves rather than gunicorn's wrappers of them: the
 wrappers log closing an already closed descriptor (uvloop closes it with its server) as

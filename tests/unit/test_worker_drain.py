@@ -69,3 +69,35 @@ def test_shutdown_gives_up_after_the_longest_wait(monkeypatch):
     assert 0.15 <= time.monotonic() - started < 2 and worker.queued(sock) == 1
     client.close()
     sock.close()
+
+
+def test_a_listener_the_parent_holds_is_a_reload_one_it_closed_is_a_shutdown():
+    """A worker asks whether its parent (the gunicorn master) still holds the listener: a
+    child process asks about a socket this process holds, then after this process closed it."""
+    import subprocess
+    import sys
+
+    ask = (
+        "import socket, sys; from api.worker import held_by_parent; "
+        "s = socket.socket(fileno=int(sys.argv[1])); sys.stdin.readline(); "
+        "print(held_by_parent([s]))"
+    )
+
+    def child_says(parent_keeps: bool) -> str:
+        sock = listener()
+        fd = sock.fileno()
+        proc = subprocess.Popen(
+            [sys.executable, "-c", ask, str(fd)],
+            pass_fds=[fd],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        if not parent_keeps:
+            sock.close()  # as the master does on shutdown, before it signals the workers
+        answer = proc.communicate("go\n", timeout=30)[0].strip()
+        sock.close()
+        return answer
+
+    assert child_says(parent_keeps=True) == "True"
+    assert child_says(parent_keeps=False) == "False"
