@@ -9,7 +9,7 @@ DVC    := $(BIN)/dvc
 export PATH := $(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data init pipeline run serve test clients proto lint push pull lock clean bench bench-pipeline bench-protocols bench-tools soak deploy s3-up s3-down reload browser mutation
+.PHONY: help setup data init pipeline run serve test clients proto lint push pull lock clean bench bench-pipeline bench-protocols bench-tools soak deploy package package-tools s3-up s3-down reload browser mutation
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -50,7 +50,7 @@ run: pipeline serve  ## set up, reproduce or pull the pipeline, then serve on :8
 serve: setup  ## gunicorn + uvicorn workers on $$HOST:$$PORT (127.0.0.1:8000), WEB_CONCURRENCY workers
 	$(BIN)/gunicorn -c api/gunicorn_conf.py api.main:app
 
-test: data lint browser clients .dvc/plots-page.html  ## set up, then lint and the whole test suite
+test: data lint browser clients package-tools .dvc/plots-page.html  ## set up, then lint and the whole test suite
 	$(BIN)/python -m pytest -vv
 
 mutation: setup  ## mutmut over the modules [tool.mutmut] only_mutate lists, with the fast tests (not in `make test`)
@@ -82,6 +82,16 @@ browser:  ## headless Chromium (Debian's chromium) for the plots test, if missin
 	@test -x /usr/bin/chromium || \
 	  (apt-get update -q && apt-get install -y -q --no-install-recommends chromium)
 
+PACKAGE_TOOLS := buildah podman skopeo mmdebstrap runc systemd-analyze
+package-tools:  ## buildah, podman, skopeo, runc, mmdebstrap, systemd-analyze and Debian's python3.11, if missing
+	@(for tool in $(PACKAGE_TOOLS); do command -v $$tool >/dev/null || exit 1; done; \
+	  test -x /usr/bin/python3.11) || \
+	  (apt-get update -q && apt-get install -y -q --no-install-recommends \
+	    buildah podman skopeo mmdebstrap runc systemd python3.11)
+
+package: pipeline package-tools  ## TARGET=oci|lambda|systemd|all (all): the model LOCKSERVE_REV (HEAD) pins, as deployable artifacts in dist/
+	$(BIN)/python -m package --target $(or $(TARGET),all)
+
 bench-tools:  ## Apache Bench (ab) from Debian's apache2-utils, if missing
 	@command -v ab >/dev/null || (apt-get update -q && apt-get install -y -q apache2-utils)
 
@@ -98,8 +108,8 @@ bench-pipeline: setup  ## dvc repro at 100k and 1M rows (ROWS="..." for others) 
 	$(BIN)/python -m bench.pipeline $(if $(ROWS),--rows $(ROWS))
 
 lint: setup  ## ruff: lint and format check
-	$(BIN)/ruff check src api contract tests bench tools
-	$(BIN)/ruff format --check src api contract tests bench tools
+	$(BIN)/ruff check src api contract package tests bench tools
+	$(BIN)/ruff format --check src api contract package tests bench tools
 
 push: setup  ## dvc push to the default remote, or REMOTE=name
 	$(DVC) push $(if $(REMOTE),-r $(REMOTE))
@@ -113,6 +123,10 @@ lock:  ## re-pin every dependency from pyproject.toml (needs uv in .venv)
 	  -c requirements/dev.lock -o requirements/pipeline.lock
 	$(BIN)/uv pip compile -q pyproject.toml --extra api --python-version 3.11 \
 	  -c requirements/dev.lock -o requirements/api.lock
+	$(BIN)/uv pip compile -q pyproject.toml --extra runtime --python-version 3.11 \
+	  -c requirements/dev.lock -o requirements/runtime.lock
+	$(BIN)/uv pip compile -q pyproject.toml --extra runtime-sklearn --python-version 3.11 \
+	  -c requirements/dev.lock -o requirements/runtime-sklearn.lock
 	$(BIN)/uv pip compile -q pyproject.toml --extra clients --python-version 3.11 \
 	  -o requirements/clients.lock
 

@@ -11,10 +11,10 @@ from typing import Any, Protocol
 from fastapi import FastAPI
 from pydantic.json_schema import models_json_schema
 
-from api import errors, protocols, runners, schemas, serving, strategies
+from api import bundle, errors, protocols, runners, schemas, serving, strategies
 from api.core import Core
 from api.middleware import RequestContext
-from api.resolver import ResolutionError, resolve
+from api.resolver import ResolutionError, Resolved, resolve
 from api.settings import Settings
 from api.shadowing import ShadowRunner
 from api.store import ModelStore, load_model
@@ -35,20 +35,32 @@ def serving_config(settings: Settings) -> serving.ServingConfig:
     return config
 
 
+def _verified(settings: Settings, variant: serving.Variant) -> Resolved:
+    """The variant's verified bytes: from LOCKSERVE_BUNDLE when set, else by the resolver."""
+    if settings.bundle is not None:
+        return bundle.read(settings.bundle, settings.bundle_md5)
+    return resolve(
+        settings.repo,
+        variant.rev,
+        settings.artifact,
+        settings.remote,
+        settings.fetch_attempts,
+        settings.fetch_backoff_s,
+    )
+
+
 def build_store(settings: Settings, config: serving.ServingConfig) -> ModelStore:
-    """Resolve, verify and load every variant's model, each by the same resolver."""
+    """Resolve, verify and load every variant's model, each by the same resolver (or, with
+    LOCKSERVE_BUNDLE, the one packaged model, verified as it is read)."""
     store = ModelStore()
+    if settings.bundle is not None and len(config.variants) != 1:
+        raise ResolutionError(
+            f"LOCKSERVE_BUNDLE holds one model; {settings.serving_file} names "
+            f"{len(config.variants)} variants"
+        )
     for name, variant in config.variants.items():
         try:
-            resolved = resolve(
-                settings.repo,
-                variant.rev,
-                settings.artifact,
-                settings.remote,
-                settings.fetch_attempts,
-                settings.fetch_backoff_s,
-            )
-            store.add(load_model(name, resolved, settings.backend))
+            store.add(load_model(name, _verified(settings, variant), settings.backend))
         except ResolutionError as exc:
             prefix = "" if len(config.variants) == 1 else f"variant {name!r}: "
             raise ResolutionError(f"{prefix}{exc}") from None

@@ -52,7 +52,10 @@ def configure(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    import dvc  # noqa: F401 - DVC gives its loggers plain-text handlers when imported
+    try:
+        import dvc  # noqa: F401 - DVC gives its loggers plain-text handlers when imported
+    except ImportError:  # a packaged artifact serves its baked model without DVC
+        pass
 
     for name in ("uvicorn", "uvicorn.error", "gunicorn.error", "dvc", "dvc_objects", "dvc_data"):
         logging.getLogger(name).handlers[:] = []

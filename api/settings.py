@@ -38,6 +38,16 @@ class Settings(BaseSettings):
         description="artifact name in dvc.yaml; by default the one artifact of type model",
     )
     remote: str | None = Field(None, description="DVC remote to fetch from (default remote)")
+    bundle: Path | None = Field(
+        None,
+        description="a packaged model bundle (folder with bundle.json) to serve instead of "
+        "resolving a rev: no repository, no DVC; one variant",
+    )
+    bundle_md5: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{32}$",
+        description="the md5 the bundle must hold (an image's dev.lockserve.model.md5 label)",
+    )
     fetch_attempts: int = Field(3, ge=1, le=10, description="tries to reach the remote")
     fetch_backoff_s: float = Field(0.5, ge=0, description="first retry delay, doubled each time")
     max_batch: int = Field(1000, ge=1, description="most instances in one /predict request")

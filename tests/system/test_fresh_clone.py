@@ -5,6 +5,7 @@ The clone is of the committed HEAD, with its own (empty) default remote, as on a
 
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import pytest
 import yaml
 
 from src.stage import md5_file
-from tests.conftest import PENGUIN, ROOT, dvc, run
+from tests.conftest import PENGUIN, ROOT, dvc, run, venv_env
+from tests.containers import need_containers
 from tests.servers import Server, free_port, http
 
 pytestmark = pytest.mark.system
@@ -83,6 +85,24 @@ def test_make_run_serves_the_model_dvc_lock_pins(clone, tmp_path):
     assert body["predictions"][0]["label"] == "Gentoo"
     assert body["model"]["md5"] == pinned == md5_file(repo / "models/model.zip")
     assert body["model"]["rev"] == "workspace" and body["model"]["name"] == "penguin-classifier"
+
+
+def test_make_package_builds_three_artifacts_of_the_pinned_model(clone):
+    need_containers()
+    repo, _ = clone
+    lock = yaml.safe_load(run(["git", "show", "HEAD:dvc.lock"], cwd=repo).stdout)
+    pinned = lock["stages"]["train"]["outs"][0]["md5"]
+    commit = run(["git", "rev-parse", "HEAD"], cwd=repo).stdout.strip()
+    env = venv_env(LOCKSERVE_PACKAGE_CACHE=str(ROOT / ".cache" / "lockserve"))  # shared base
+    proc = subprocess.run(
+        ["make", "package", "TARGET=all"], cwd=repo, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    for target in ("lambda", "oci", "systemd"):
+        manifest = json.loads((repo / "dist" / target / "manifest.json").read_text())
+        assert (manifest["md5"], manifest["commit"]) == (pinned, commit), target
+        assert all((repo / "dist" / target / name).is_file() for name in manifest["files"])
+    assert run(["git", "status", "--porcelain"], cwd=repo).stdout == ""  # dist/ is ignored
 
 
 def test_metrics_are_sane_and_reviewable(clone):

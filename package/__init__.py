@@ -1,0 +1,136 @@
+"""Deployable artifacts from verified bytes: what every packaging target shares.
+
+``python -m package`` resolves the model dvc.lock pins at a rev through the service's own
+resolver (api.resolver: fetched if need be, md5-checked), writes it as a bundle (api.bundle)
+and hands it to each target. A target is a module (or sub-package) here with a ``TARGET`` name
+and ``build(job) -> Built``; adding one adds a module and edits no other. Each target builds
+in a scratch folder under ``dist/`` and its result replaces ``dist/<target>/`` only when the
+whole build succeeded, with a ``manifest.json`` naming rev, commit, md5, files and sizes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import os
+import pkgutil
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from api.resolver import Resolved
+
+log = logging.getLogger("lockserve.package")
+
+ROOT = Path(__file__).resolve().parent.parent
+APP_PACKAGES = ("api", "contract")  # all a packaged service imports of this repo
+# base root filesystems and installed sites (git-ignored); clones may share one
+CACHE = Path(os.environ.get("LOCKSERVE_PACKAGE_CACHE") or ROOT / ".cache" / "lockserve")
+
+
+class PackageError(Exception):
+    """A target cannot be built: the message says why; nothing is left in dist/."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a target gets: the verified model, its bundle, a scratch folder and the options."""
+
+    resolved: Resolved
+    bundle: Path  # a folder written by api.bundle.write
+    work: Path  # the target's scratch folder; what build() returns must be inside it
+    onnx: bool  # the artifact carries an ONNX graph (else the sklearn backend serves it)
+    options: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def requirements(self) -> Path:
+        """The pinned serving dependencies: the ONNX path, or sklearn's when there is no graph."""
+        name = "runtime.lock" if self.onnx else "runtime-sklearn.lock"
+        return ROOT / "requirements" / name
+
+
+@dataclass
+class Built:
+    """A target's result: its files (inside the job's work folder) and figures for the manifest."""
+
+    files: list[Path]
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+def targets() -> dict[str, Callable[[Job], Built]]:
+    """Every packaging target here, by name."""
+    found: dict[str, Callable[[Job], Built]] = {}
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_"):
+            continue
+        module: ModuleType = importlib.import_module(f"{__name__}.{info.name}")
+        if hasattr(module, "TARGET"):
+            found[module.TARGET] = module.build
+    return dict(sorted(found.items()))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def copy_app(destination: Path) -> None:
+    """The service's own code (api/, contract/) without caches, into ``destination``."""
+    for name in APP_PACKAGES:
+        shutil.copytree(
+            ROOT / name,
+            destination / name,
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+            dirs_exist_ok=True,
+        )
+
+
+def tree_bytes(path: Path) -> int:
+    """Bytes of every regular file under ``path`` (what a platform counts as unpacked size)."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def publish(name: str, job: Job, built: Built, out: Path, seconds: float) -> Path:
+    """Move a finished target's files to ``out/<name>/`` with its manifest, replacing the last."""
+    final = out / name
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out))
+    staging.chmod(0o755)
+    files: dict[str, Any] = {}
+    for path in built.files:
+        shutil.move(str(path), staging / path.name)
+        files[path.name] = {"bytes": (staging / path.name).stat().st_size}
+        if (staging / path.name).is_file():
+            files[path.name]["sha256"] = sha256_file(staging / path.name)
+    resolved = job.resolved
+    manifest = {
+        "target": name,
+        "artifact": resolved.name,
+        "path": resolved.path,
+        "md5": resolved.md5,
+        "rev": resolved.rev,
+        "commit": resolved.commit,
+        "backend": "onnx" if job.onnx else "sklearn",
+        "requirements": job.requirements.name,
+        "files": files,
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "build_s": round(seconds, 1),
+        **built.facts,
+    }
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    old = out / f".{name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    staging.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final

@@ -1,0 +1,97 @@
+"""``python -m package``: build deployable artifacts of the model dvc.lock pins.
+
+    python -m package [--target oci|lambda|systemd|all] [--rev REV] [--out dist]
+                      [--set prefix=/opt/lockserve ...]
+
+The rev is LOCKSERVE_REV's (a branch, tag, commit, GTO name, or ``workspace``; default HEAD),
+the artifact LOCKSERVE_ARTIFACT's, the remote LOCKSERVE_REMOTE's. The model is resolved and
+verified by the service's resolver before any target is built; exit 1 with one line when it
+cannot be, or when a target fails (what that target had built is removed; earlier targets'
+artifacts stay, each complete).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from api import artifact, bundle
+from api.resolver import ResolutionError, resolve
+from package import Job, PackageError, publish, targets
+
+log = logging.getLogger("lockserve.package")
+
+
+def _options(pairs: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise PackageError(f"--set takes key=value, not {pair!r}")
+        out[key] = value
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    known = targets()
+    parser = argparse.ArgumentParser(prog="python -m package", description=__doc__.split("\n")[0])
+    parser.add_argument("--target", default="all", choices=[*known, "all"])
+    parser.add_argument("--rev", default=os.environ.get("LOCKSERVE_REV") or "HEAD")
+    parser.add_argument("--repo", type=Path, default=Path(os.environ.get("LOCKSERVE_REPO", ".")))
+    parser.add_argument("--out", type=Path, default=Path("dist"))
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a target's option"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    chosen = list(known) if args.target == "all" else [args.target]
+    try:
+        options = _options(args.set)
+        resolved = resolve(
+            args.repo,
+            args.rev,
+            os.environ.get("LOCKSERVE_ARTIFACT") or None,
+            os.environ.get("LOCKSERVE_REMOTE") or None,
+        )
+        loaded = artifact.load(resolved.data, resolved.md5)
+    except (ResolutionError, PackageError, artifact.ArtifactError) as exc:
+        log.error("package: %s", exc)
+        return 1
+    log.info(
+        "packaging %s md5 %s pinned at %s (%s)",
+        resolved.path,
+        resolved.md5,
+        resolved.rev,
+        resolved.commit[:12],
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in chosen:
+        work = Path(tempfile.mkdtemp(prefix=f".{name}-build-", dir=args.out))
+        try:
+            bundle.write(work / "bundle", resolved)
+            job = Job(resolved, work / "bundle", work, loaded.onnx is not None, options)
+            started = time.perf_counter()
+            built = known[name](job)
+            final = publish(name, job, built, args.out, time.perf_counter() - started)
+        except PackageError as exc:
+            log.error("package %s: %s", name, exc)
+            return 1
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        log.info(
+            "%s: %s (%.0f s)",
+            name,
+            ", ".join(f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in sorted(final.iterdir())),
+            time.perf_counter() - started,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

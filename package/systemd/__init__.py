@@ -1,0 +1,97 @@
+"""Target ``systemd``: a virtual machine install, a unit and its environment file.
+
+Writes ``lockserve.service`` and ``lockserve.env`` for an install path (``prefix``, default
+/opt/lockserve) and a tarball to unpack at / that holds them with everything the unit runs:
+the service's code, the serving dependencies (package.site) and the bundle, so the host needs
+only CPython 3.11 (Debian 12's python3.11) and never fetches. The unit runs as a dedicated
+dynamic user with the hardening options gunicorn, uvicorn and onnxruntime work under.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import shutil
+import tarfile
+from pathlib import Path
+from string import Template
+
+from package import Built, Job, PackageError, copy_app, site
+
+TARGET = "systemd"
+HERE = Path(__file__).resolve().parent
+DEFAULTS = {
+    "prefix": "/opt/lockserve",
+    "python": "/usr/bin/python3.11",
+    "env_file": "/etc/lockserve/lockserve.env",
+}
+
+log = logging.getLogger("lockserve.package")
+
+
+def options(job: Job) -> dict[str, str]:
+    """prefix, python and env_file: the job's, else the defaults; each an absolute path."""
+    chosen = {**DEFAULTS, **{k: v for k, v in job.options.items() if k in DEFAULTS}}
+    for key, value in chosen.items():
+        if not value.startswith("/") or value == "/" or any(c.isspace() for c in value):
+            raise PackageError(f"{key} must be an absolute path without spaces, not {value!r}")
+        chosen[key] = value.rstrip("/")
+    return chosen
+
+
+def render(job: Job) -> dict[str, str]:
+    """The unit and the env file for the job's options, as text by file name."""
+    resolved = job.resolved
+    values = {
+        **options(job),
+        "md5": resolved.md5,
+        "md5_short": resolved.md5[:12],
+        "name": resolved.name,
+        "rev": resolved.rev,
+        "commit": resolved.commit,
+    }
+    return {
+        name: Template((HERE / name).read_text()).substitute(values)
+        for name in ("lockserve.service", "lockserve.env")
+    }
+
+
+def _add(archive: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = len(data), mode, 0
+    archive.addfile(info, io.BytesIO(data))
+
+
+def build(job: Job) -> Built:
+    texts = render(job)
+    chosen = options(job)
+    prefix, env_file = chosen["prefix"].lstrip("/"), chosen["env_file"].lstrip("/")
+    tree = job.work / "tree"
+    shutil.copytree(site.site(job.requirements), tree / "site", symlinks=True)
+    copy_app(tree)
+    site.compile_tree(tree / "api")
+    site.compile_tree(tree / "contract")
+    shutil.copytree(job.bundle, tree / "bundle")
+    name = f"lockserve-{job.resolved.md5[:12]}-systemd.tar.gz"
+    log.info("writing %s (unpack at /)", name)
+    with tarfile.open(job.work / name, "w:gz", compresslevel=6) as archive:
+        for path in sorted(tree.rglob("*")):
+            if path.is_dir():
+                continue
+            info = archive.gettarinfo(str(path), f"{prefix}/{path.relative_to(tree).as_posix()}")
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            info.mtime = 0
+            info.mode = 0o755 if path.stat().st_mode & 0o111 else 0o644
+            with open(path, "rb") as fh:
+                archive.addfile(info, fh)
+        unit = texts["lockserve.service"].encode()
+        _add(archive, "etc/systemd/system/lockserve.service", unit, 0o644)
+        _add(archive, env_file, texts["lockserve.env"].encode(), 0o600)
+    shutil.rmtree(tree)
+    for file_name, text in texts.items():
+        (job.work / file_name).write_text(text)
+    return Built(
+        [job.work / "lockserve.service", job.work / "lockserve.env", job.work / name],
+        chosen,
+    )
