@@ -9,7 +9,7 @@ DVC    := $(BIN)/dvc
 export PATH := $(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data init pipeline run serve test clients proto lint push pull lock clean bench bench-pipeline bench-protocols bench-tools soak deploy package package-tools s3-up s3-down reload browser mutation
+.PHONY: help setup data init pipeline run serve test clients proto lint push pull lock clean bench bench-pipeline bench-protocols bench-tools soak deploy package package-tools bench-package s3-up s3-down reload browser mutation
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -103,6 +103,9 @@ soak: pipeline  ## 10 minutes of mixed good and bad requests across a reload eve
 
 bench-protocols: setup  ## gRPC vs REST (lockserve JSON, OIP, MLflow) on one server, one load generator; writes bench/results and README
 	$(BIN)/python -m bench.protocols
+
+bench-package: pipeline package-tools  ## the three artifacts' sizes, build times and start to first answer vs the repo's own server; writes bench/results and README
+	$(BIN)/python -m bench.package $(if $(RUNS),--runs $(RUNS))
 
 bench-pipeline: setup  ## dvc repro at 100k and 1M rows (ROWS="..." for others) vs the bare fit; writes bench/results and README
 	$(BIN)/python -m bench.pipeline $(if $(ROWS),--rows $(ROWS))

@@ -1,0 +1,267 @@
+"""Packaging figures: `make bench-package` (python -m bench.package; not part of `make test`).
+
+Builds the three artifacts of the model dvc.lock pins at HEAD and measures, in one run:
+- build time per target with the base root filesystem and the installed dependencies cached,
+  and the two cold steps on their own (mmdebstrap's base, the dependency install);
+- sizes: the image unpacked and as an archive, the Lambda zip and what it unzips to, the
+  systemd tarball; and the serving dependencies against a deploy host's (requirements/api.lock,
+  the baseline: DVC, scikit-learn, pandas);
+- start to first answer, ``--runs`` times each: the Lambda zip through awslambdaric and a local
+  Runtime API, the container in podman, the systemd install's command, and the baseline, the
+  repo's own server resolving the rev through DVC as `make deploy` does.
+Figures: bench/results/package.json, package.md and the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from bench import fill_readme
+from package import oci, site
+from tests.conftest import PENGUIN
+from tests.lambda_runtime import FakeRuntimeApi, http_api_v2_event
+from tests.servers import GUNICORN, Server, free_port, http
+
+log = logging.getLogger("lockserve.bench")
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+BODY = {"instances": [PENGUIN]}
+PODMAN = ["podman", *oci.STORAGE, "--cgroup-manager", "cgroupfs", "--runtime", "runc"]
+
+
+def _package(target: str, out: Path, *extra: str) -> dict[str, Any]:
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "package", "--target", target, "--out", str(out), *extra],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    facts = json.loads((out / target / "manifest.json").read_text())
+    return {**facts, "wall_s": round(time.perf_counter() - started, 1)}
+
+
+def _first_answer(start: Any, base: str, deadline_s: float = 120) -> float:
+    """Seconds from ``start()`` to the first 200 from POST /predict at ``base``."""
+    started = time.perf_counter()
+    start()
+    while time.perf_counter() - started < deadline_s:
+        try:
+            if http("POST", f"{base}/predict", BODY, timeout=2)[0] == 200:
+                return time.perf_counter() - started
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"no answer from {base} in {deadline_s} s")
+
+
+def lambda_cold(zip_path: Path, scratch: Path) -> float:
+    task = scratch / "task"
+    if not task.exists():
+        with zipfile.ZipFile(zip_path) as archive:
+            archive.extractall(task)
+    with FakeRuntimeApi() as api:
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys._base_executable, "-S", "-m", "awslambdaric", "api.lambda_handler.handler"],
+            cwd=task,
+            env={"PATH": "/usr/bin:/bin", "AWS_LAMBDA_RUNTIME_API": api.address}
+            | {"PYTHONPATH": str(task), "LAMBDA_TASK_ROOT": str(task)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            kind, answer = api.invoke(http_api_v2_event("POST", "/predict", BODY))
+            assert kind == "response" and answer["statusCode"] == 200, answer
+            return time.perf_counter() - started
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+def container_cold(image: str, scratch: Path) -> float:
+    port = free_port()
+    name = f"lockserve-bench-{port}"
+    command = [*PODMAN, "run", "--rm", "--network", "host", "--ulimit", "nofile=1024:1024"]
+    command += ["--ulimit", "nproc=1024:1024", "--name", name, "-e", "HOST=127.0.0.1"]
+    command += ["-e", f"PORT={port}", "-e", "LOCKSERVE_GRPC_PORT=0", "-e", "WEB_CONCURRENCY=1"]
+    holder: list[subprocess.Popen] = []
+
+    def start() -> None:
+        holder.append(
+            subprocess.Popen(
+                [*command, image], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        )
+
+    try:
+        return _first_answer(start, f"http://127.0.0.1:{port}")
+    finally:
+        subprocess.run([*PODMAN, "rm", "--force", name], capture_output=True)
+        for proc in holder:
+            proc.wait(30)
+
+
+def server_cold(command: list[str], cwd: Path, log_path: Path, **env: str) -> float:
+    port = free_port()
+    holder: list[Server] = []
+    try:
+        return _first_answer(
+            lambda: holder.append(Server(command, cwd, port, log_path, **env)),
+            f"http://127.0.0.1:{port}",
+        )
+    finally:
+        for server in holder:
+            server.stop()
+
+
+def systemd_cold(tarball: Path, manifest: dict, scratch: Path) -> float:
+    root = scratch / "host"
+    if not root.exists():
+        root.mkdir()
+        subprocess.run(["tar", "-C", str(root), "-xzf", str(tarball)], check=True)
+    prefix = root / manifest["prefix"].lstrip("/")
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": f"{prefix}:{prefix}/site",
+        "LOCKSERVE_BUNDLE": str(prefix / "bundle"),
+        "LOCKSERVE_BUNDLE_MD5": manifest["md5"],
+        "WEB_CONCURRENCY": "1",
+    }
+    command = [manifest["python"], "-m", "gunicorn", "-c", f"{prefix}/api/gunicorn_conf.py"]
+    return server_cold([*command, "api.main:app"], prefix, scratch / "systemd.log", **env)
+
+
+def site_bytes(requirements: Path, scratch: Path) -> int:
+    """Installed size of a lock's wheels for the packaged platform (no .pyc)."""
+    target = scratch / requirements.stem
+    uv = Path(sys.executable).with_name("uv")
+    subprocess.run(
+        [str(uv), "pip", "install", "--quiet", "--no-deps"]  # sdists too: antlr4 has no wheel
+        + ["--python-version", site.PYTHON, "--python-platform", site.PLATFORM]
+        + ["--no-compile", "--target", str(target), "-r", str(requirements)],
+        check=True,
+    )
+    shutil.rmtree(target / "bin", ignore_errors=True)
+    return sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+
+
+def summary(stats: list[float]) -> dict[str, float]:
+    return {
+        "median_s": round(statistics.median(stats), 2),
+        "min_s": round(min(stats), 2),
+        "max_s": round(max(stats), 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=5, help="cold starts of each kind")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    with tempfile.TemporaryDirectory(prefix="lockserve-bench-package-") as tmp:
+        scratch = Path(tmp)
+        log.info("base root filesystem, cold (mmdebstrap)")
+        started = time.perf_counter()
+        subprocess.run([*oci.BASE_COMMAND, str(scratch / "base.tar")], check=True)
+        mmdebstrap_s = time.perf_counter() - started
+        base_bytes = (scratch / "base.tar").stat().st_size
+        (scratch / "base.tar").unlink()
+        log.info("serving dependencies, cold install")
+        started = time.perf_counter()
+        runtime_bytes = site_bytes(ROOT / "requirements" / "runtime.lock", scratch)
+        install_s = time.perf_counter() - started
+        api_bytes = site_bytes(ROOT / "requirements" / "api.lock", scratch)
+
+        built: dict[str, dict[str, Any]] = {}
+        for target in ("oci", "lambda", "systemd"):
+            log.info("building %s (caches warm)", target)
+            built[target] = _package(target, scratch / "dist")
+        md5 = built["oci"]["md5"]
+        (zip_name,) = [n for n in built["lambda"]["files"]]
+        (tar_name,) = [n for n in built["systemd"]["files"] if n.endswith(".tar.gz")]
+        (archive_name,) = list(built["oci"]["files"])
+
+        starts: dict[str, list[float]] = {k: [] for k in ("lambda", "oci", "systemd", "repo")}
+        for run in range(args.runs):
+            log.info("cold starts, run %d of %d", run + 1, args.runs)
+            starts["lambda"].append(lambda_cold(scratch / "dist" / "lambda" / zip_name, scratch))
+            starts["oci"].append(container_cold(built["oci"]["image"], scratch))
+            starts["systemd"].append(
+                systemd_cold(scratch / "dist" / "systemd" / tar_name, built["systemd"], scratch)
+            )
+            starts["repo"].append(
+                server_cold(
+                    GUNICORN, ROOT, scratch / "repo.log", LOCKSERVE_REV="HEAD", WEB_CONCURRENCY="1"
+                )
+            )
+    result = {
+        "date": time.strftime("%Y-%m-%d"),
+        "md5": md5,
+        "runs": args.runs,
+        "mmdebstrap_s": round(mmdebstrap_s, 1),
+        "base_tar_bytes": base_bytes,
+        "deps_install_s": round(install_s, 1),
+        "runtime_deps_bytes": runtime_bytes,
+        "api_deps_bytes": api_bytes,
+        "build_s": {t: built[t]["build_s"] for t in built},
+        "image_bytes": built["oci"]["image_bytes"],
+        "oci_archive_bytes": built["oci"]["files"][archive_name]["bytes"],
+        "lambda_zip_bytes": built["lambda"]["files"][zip_name]["bytes"],
+        "lambda_unzipped_bytes": built["lambda"]["unzipped_bytes"],
+        "systemd_tar_bytes": built["systemd"]["files"][tar_name]["bytes"],
+        "first_answer": {kind: summary(values) for kind, values in starts.items()},
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "package.json").write_text(json.dumps(result, indent=2) + "\n")
+    text = render(result)
+    (RESULTS / "package.md").write_text(text + "\n")
+    fill_readme("bench-package", text)
+    log.info("%s", text)
+    return 0
+
+
+def render(r: dict[str, Any]) -> str:
+    mb = 1e6
+    first = r["first_answer"]
+    rows = [
+        "| artifact | size | build (caches warm) | start to first answer (median of "
+        f"{r['runs']}, min-max) |",
+        "|---|---|---|---|",
+        f"| OCI image | {r['image_bytes'] / mb:.0f} MB unpacked, {r['oci_archive_bytes'] / mb:.0f}"
+        f" MB archive | {r['build_s']['oci']} s | {first['oci']['median_s']} s "
+        f"({first['oci']['min_s']}-{first['oci']['max_s']}), podman run |",
+        f"| Lambda zip | {r['lambda_zip_bytes'] / mb:.0f} MB, "
+        f"{r['lambda_unzipped_bytes'] / mb:.0f} MB unzipped (limit 250) | "
+        f"{r['build_s']['lambda']} s | {first['lambda']['median_s']} s "
+        f"({first['lambda']['min_s']}-{first['lambda']['max_s']}), awslambdaric |",
+        f"| systemd tarball | {r['systemd_tar_bytes'] / mb:.0f} MB | {r['build_s']['systemd']} s "
+        f"| {first['systemd']['median_s']} s ({first['systemd']['min_s']}-"
+        f"{first['systemd']['max_s']}), the unit's command |",
+        f"| baseline: this repo's server, rev resolved through DVC | - | - | "
+        f"{first['repo']['median_s']} s ({first['repo']['min_s']}-{first['repo']['max_s']}) |",
+    ]
+    notes = (
+        f"Cold steps, cached after the first build: the base root filesystem (mmdebstrap, "
+        f"{r['base_tar_bytes'] / mb:.0f} MB) {r['mmdebstrap_s']} s; the serving dependencies "
+        f"(uv, wheels cached) {r['deps_install_s']} s. Serving dependencies installed: "
+        f"{r['runtime_deps_bytes'] / mb:.0f} MB (requirements/runtime.lock) against "
+        f"{r['api_deps_bytes'] / mb:.0f} MB for a deploy host (requirements/api.lock, with "
+        f"DVC, scikit-learn, pandas). Model md5 {r['md5']}; {r['date']}, 2 cores."
+    )
+    return "\n".join(rows) + "\n\n" + notes
+
+
+if __name__ == "__main__":
+    sys.exit(main())
