@@ -89,8 +89,8 @@ package-tools:  ## buildah, podman, skopeo, runc, mmdebstrap, systemd-analyze an
 	  (apt-get update -q && apt-get install -y -q --no-install-recommends \
 	    buildah podman skopeo mmdebstrap runc systemd python3.11)
 
-package: pipeline package-tools  ## TARGET=oci|lambda|systemd|all (all): the model LOCKSERVE_REV (HEAD) pins, as deployable artifacts in dist/
-	$(BIN)/python -m package --target $(or $(TARGET),all)
+package: pipeline package-tools  ## TARGET=oci|lambda|systemd|all (all) [SET="prefix=/srv/x ..."]: the model LOCKSERVE_REV (HEAD) pins, as deployable artifacts in dist/
+	$(BIN)/python -m package --target $(or $(TARGET),all) $(foreach option,$(SET),--set $(option))
 
 bench-tools:  ## Apache Bench (ab) from Debian's apache2-utils, if missing
 	@command -v ab >/dev/null || (apt-get update -q && apt-get install -y -q apache2-utils)

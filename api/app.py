@@ -53,11 +53,19 @@ def build_store(settings: Settings, config: serving.ServingConfig) -> ModelStore
     """Resolve, verify and load every variant's model, each by the same resolver (or, with
     LOCKSERVE_BUNDLE, the one packaged model, verified as it is read)."""
     store = ModelStore()
-    if settings.bundle is not None and len(config.variants) != 1:
-        raise ResolutionError(
-            f"LOCKSERVE_BUNDLE holds one model; {settings.serving_file} names "
-            f"{len(config.variants)} variants"
-        )
+    if settings.bundle is not None:
+        if len(config.variants) != 1:
+            raise ResolutionError(
+                f"LOCKSERVE_BUNDLE holds one model; {settings.serving_file} names "
+                f"{len(config.variants)} variants"
+            )
+        asked = {"LOCKSERVE_REV": settings.rev, "LOCKSERVE_ARTIFACT": settings.artifact}
+        for name, value in asked.items():
+            if value is not None:
+                raise ResolutionError(
+                    f"LOCKSERVE_BUNDLE serves the model it holds; {name}={value} asks for "
+                    "another: unset one of them"
+                )
     for name, variant in config.variants.items():
         try:
             store.add(load_model(name, _verified(settings, variant), settings.backend))

@@ -2,8 +2,9 @@
 
 ``api.lambda_handler.handler`` is what a Lambda function names. At cold start (import) the
 bundled model is read and its md5 verified (LOCKSERVE_BUNDLE, by default ``bundle/`` beside
-``api/``); a model that does not verify fails the init with one log line, so the function never
-answers with other bytes. The app's lifespan runs once here, not once per invocation; gRPC is
+``api/``; against LOCKSERVE_BUNDLE_MD5 too when the function's configuration sets it); a model
+that does not verify fails the init with one log line, so the function never answers with
+other bytes. The app's lifespan runs once here, not once per invocation; gRPC is
 off (API Gateway speaks HTTP), and state goes to /tmp, the one writable place.
 """
 
@@ -15,12 +16,14 @@ import os
 from pathlib import Path
 
 from mangum import Mangum
+from pydantic import ValidationError
 
 from api import logs
 from api.app import create_app
 from api.resolver import ResolutionError
 from api.serving import ServingError
-from api.settings import Settings
+from api.settings import Settings, describe
+from api.store import log_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS = {
@@ -38,23 +41,20 @@ def _build() -> Mangum:
     logs.configure(settings.log_level)
     logging.getLogger("mangum").setLevel(logging.WARNING)  # its line per request repeats ours
     app = create_app(settings)
-    served = app.state.store.get(app.state.store.variants()[0])
+    log_ready(app.state.store)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)  # Mangum runs every invocation on this loop
-    loop.run_until_complete(app.router.lifespan_context(app).__aenter__())
-    logging.getLogger("lockserve").info(
-        "model %s ready from bundle (verify %.0f ms, load %.0f ms)",
-        served.md5,
-        served.resolved.timings_ms.get("verify_ms", 0.0),
-        served.load_ms,
-        extra={logs.FIELDS: {"md5": served.md5, "rev": served.resolved.rev}},
-    )
+    lifespan = app.router.lifespan_context(app)
+    loop.run_until_complete(lifespan.__aenter__())
+    app.state.lifespan = lifespan  # for whoever ends this process cleanly (tests)
     return Mangum(app, lifespan="off")
 
 
 try:
     handler = _build()
-except (ResolutionError, ServingError) as exc:
-    logging.getLogger("lockserve").critical("refusing to start: %s", exc)
+except (ResolutionError, ServingError, ValidationError) as exc:
+    problem = describe(exc) if isinstance(exc, ValidationError) else str(exc)
+    logs.configure()
+    logging.getLogger("lockserve").critical("refusing to start: %s", problem)
     # Lambda reports an exception raised at import as the function's init error, by message
-    raise RuntimeError(f"refusing to start: {exc}") from None
+    raise RuntimeError(f"refusing to start: {problem}") from None

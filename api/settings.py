@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -75,3 +75,12 @@ class Settings(BaseSettings):
     grpc_grace_s: float = Field(
         5.0, ge=0, description="on shutdown, how long calls in progress may finish"
     )
+
+
+def describe(exc: ValidationError) -> str:
+    """Settings that failed validation, in one line naming each environment variable."""
+    parts = []
+    for error in exc.errors():
+        name = "LOCKSERVE_" + "_".join(str(part) for part in error["loc"]).upper()
+        parts.append(f"{name}={error.get('input')!r}: {error['msg']}")
+    return "; ".join(parts)

@@ -115,3 +115,24 @@ class ModelStore:
     @property
     def ready(self) -> bool:
         return bool(self._models)
+
+
+def log_ready(store: ModelStore) -> None:
+    """One line a variant: its md5, where the bytes came from, and each start-up step's time."""
+    for variant in store.variants():
+        served = store.get(variant)
+        steps = {**served.resolved.timings_ms, "load_ms": served.load_ms}
+        log.info(
+            "model %s ready from %s: %s",
+            served.md5,
+            served.resolved.source,
+            ", ".join(f"{k[:-3]} {v:.0f} ms" for k, v in steps.items()),
+            extra={
+                FIELDS: {
+                    "variant": variant,
+                    "md5": served.md5,
+                    "source": served.resolved.source,
+                    **{k: round(v, 1) for k, v in steps.items()},
+                }
+            },
+        )

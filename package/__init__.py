@@ -19,7 +19,6 @@ import pkgutil
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -64,24 +63,23 @@ class Built:
     facts: dict[str, Any] = field(default_factory=dict)
 
 
-def targets() -> dict[str, Callable[[Job], Built]]:
-    """Every packaging target here, by name."""
-    found: dict[str, Callable[[Job], Built]] = {}
+def targets() -> dict[str, ModuleType]:
+    """Every packaging target here, by name: modules with ``TARGET``, ``build(job)`` and
+    optionally ``OPTIONS`` (the ``--set`` keys they take)."""
+    found: dict[str, ModuleType] = {}
     for info in pkgutil.iter_modules(__path__):
         if info.name.startswith("_"):
             continue
-        module: ModuleType = importlib.import_module(f"{__name__}.{info.name}")
+        module = importlib.import_module(f"{__name__}.{info.name}")
         if hasattr(module, "TARGET"):
-            found[module.TARGET] = module.build
+            found[module.TARGET] = module
     return dict(sorted(found.items()))
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+    """Hex sha256 of a file, for the manifest."""
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def copy_app(destination: Path) -> None:
@@ -101,36 +99,43 @@ def tree_bytes(path: Path) -> int:
 
 
 def publish(name: str, job: Job, built: Built, out: Path, seconds: float) -> Path:
-    """Move a finished target's files to ``out/<name>/`` with its manifest, replacing the last."""
+    """Move a finished target's files to ``out/<name>/`` with its manifest, replacing the last
+    build whole: ``out/<name>/`` is the old one or the new one, never a mix or nothing."""
     final = out / name
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out))
-    staging.chmod(0o755)
-    files: dict[str, Any] = {}
-    for path in built.files:
-        shutil.move(str(path), staging / path.name)
-        files[path.name] = {"bytes": (staging / path.name).stat().st_size}
-        if (staging / path.name).is_file():
-            files[path.name]["sha256"] = sha256_file(staging / path.name)
-    resolved = job.resolved
-    manifest = {
-        "target": name,
-        "artifact": resolved.name,
-        "path": resolved.path,
-        "md5": resolved.md5,
-        "rev": resolved.rev,
-        "commit": resolved.commit,
-        "backend": "onnx" if job.onnx else "sklearn",
-        "requirements": job.requirements.name,
-        "files": files,
-        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "build_s": round(seconds, 1),
-        **built.facts,
-    }
-    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    old = out / f".{name}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    staging.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+    old = Path(tempfile.mkdtemp(prefix=f".{name}.old.", dir=out))
+    try:
+        staging.chmod(0o755)
+        files: dict[str, Any] = {}
+        for path in built.files:
+            target = staging / path.name
+            shutil.move(str(path), target)
+            files[path.name] = {"bytes": target.stat().st_size, "sha256": sha256_file(target)}
+        resolved = job.resolved
+        manifest = {
+            **built.facts,  # first: a target's figures never hide what was packaged
+            "target": name,
+            "artifact": resolved.name,
+            "path": resolved.path,
+            "md5": resolved.md5,
+            "rev": resolved.rev,
+            "commit": resolved.commit,
+            "backend": "onnx" if job.onnx else "sklearn",
+            "requirements": job.requirements.name,
+            "files": files,
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "build_s": round(seconds, 1),
+        }
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        if final.exists():
+            final.rename(old / name)
+        try:
+            staging.rename(final)
+        except OSError:
+            if (old / name).exists():
+                (old / name).rename(final)  # put the last build back
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
     return final

@@ -3,11 +3,12 @@
     python -m package [--target oci|lambda|systemd|all] [--rev REV] [--out dist]
                       [--set prefix=/opt/lockserve ...]
 
-The rev is LOCKSERVE_REV's (a branch, tag, commit, GTO name, or ``workspace``; default HEAD),
+The rev is LOCKSERVE_REV's (a branch, tag, commit or GTO name; default HEAD),
 the artifact LOCKSERVE_ARTIFACT's, the remote LOCKSERVE_REMOTE's. The model is resolved and
 verified by the service's resolver before any target is built; exit 1 with one line when it
-cannot be, or when a target fails (what that target had built is removed; earlier targets'
-artifacts stay, each complete).
+cannot be, or when a target fails (what that target had built is removed, its last build in
+dist/ stays as it was; earlier targets' artifacts stay, each complete). ``workspace`` is
+refused: an artifact is labelled with the commit whose dvc.lock pins its model.
 """
 
 from __future__ import annotations
@@ -16,29 +17,44 @@ import argparse
 import logging
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 
 from api import artifact, bundle
-from api.resolver import ResolutionError, resolve
+from api.resolver import WORKSPACE, ResolutionError, resolve
 from package import Job, PackageError, publish, targets
 
 log = logging.getLogger("lockserve.package")
 
 
-def _options(pairs: list[str]) -> dict[str, str]:
+def _options(pairs: list[str], known: dict[str, ModuleType]) -> dict[str, str]:
+    """``--set key=value`` pairs, each a key some target takes."""
+    taken = {key for module in known.values() for key in getattr(module, "OPTIONS", ())}
     out: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise PackageError(f"--set takes key=value, not {pair!r}")
+        if key not in taken:
+            raise PackageError(
+                f"--set {key}: no target takes it (known: {', '.join(sorted(taken))})"
+            )
         out[key] = value
     return out
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds, so scratch folders are removed
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Resolve and verify the pinned model, then build each chosen target; 0, or 1 with one
+    line naming the problem."""
     known = targets()
     parser = argparse.ArgumentParser(prog="python -m package", description=__doc__.split("\n")[0])
     parser.add_argument("--target", default="all", choices=[*known, "all"])
@@ -50,9 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    signal.signal(signal.SIGTERM, _stop)
     chosen = list(known) if args.target == "all" else [args.target]
     try:
-        options = _options(args.set)
+        options = _options(args.set, known)
+        if args.rev == WORKSPACE:
+            raise PackageError(
+                "rev 'workspace' names no commit; commit dvc.lock and package a rev "
+                "(an artifact is labelled with the commit that pins its model)"
+            )
         resolved = resolve(
             args.repo,
             args.rev,
@@ -70,20 +92,22 @@ def main(argv: list[str] | None = None) -> int:
         resolved.rev,
         resolved.commit[:12],
     )
-    args.out.mkdir(parents=True, exist_ok=True)
     for name in chosen:
-        work = Path(tempfile.mkdtemp(prefix=f".{name}-build-", dir=args.out))
+        started = time.perf_counter()
+        work = None
         try:
+            args.out.mkdir(parents=True, exist_ok=True)
+            work = Path(tempfile.mkdtemp(prefix=f".{name}-build-", dir=args.out))
             bundle.write(work / "bundle", resolved)
             job = Job(resolved, work / "bundle", work, loaded.onnx is not None, options)
-            started = time.perf_counter()
-            built = known[name](job)
+            built = known[name].build(job)
             final = publish(name, job, built, args.out, time.perf_counter() - started)
-        except PackageError as exc:
+        except (PackageError, OSError, subprocess.SubprocessError, shutil.Error) as exc:
             log.error("package %s: %s", name, exc)
             return 1
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            if work is not None:
+                shutil.rmtree(work, ignore_errors=True)
         log.info(
             "%s: %s (%.0f s)",
             name,

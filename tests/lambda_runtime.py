@@ -13,9 +13,25 @@ import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 PREFIX = "/2018-06-01/runtime"
+# What Lambda's own runtime brings beside a zip: the runtime interface client and its needs
+RUNTIME_CLIENT = ("awslambdaric", "simplejson", "snapshot_restore_py", "runtime_client")
+
+
+def runtime_client(folder: Path) -> Path:
+    """A folder holding only the runtime interface client (links into this environment's),
+    for the path after a zip's own, as /var/runtime is on Lambda."""
+    import awslambdaric
+
+    site = Path(awslambdaric.__file__).resolve().parents[1]
+    folder.mkdir(parents=True, exist_ok=True)
+    for entry in site.iterdir():
+        if entry.name.startswith(RUNTIME_CLIENT) and not (folder / entry.name).exists():
+            (folder / entry.name).symlink_to(entry)
+    return folder
 
 
 def http_api_v2_event(method: str, path: str, body: Any | None = None) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 The base is a root filesystem mmdebstrap makes from Debian packages (essential + python3, a
 ``lockserve`` system user, no docs), cached under .cache/lockserve/ and imported once into
 buildah's storage. The Containerfile beside this module adds the serving dependencies
-(package.site), the code and the bundle, with no RUN step; buildah builds it with vfs storage
+(package.deps), the code and the bundle, with no RUN step; buildah builds it with vfs storage
 and chroot isolation (what works as root with no daemon) and pushes it to
 ``lockserve-<md5>.oci.tar``. Labels name the commit and the model's md5, and the entrypoint
 refuses (exit 3) a bundle whose md5 is not the label's.
@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from package import CACHE, Built, Job, PackageError, copy_app, site
+from package import CACHE, Built, Job, PackageError, copy_app, deps
 
 TARGET = "oci"
 HERE = Path(__file__).resolve().parent
@@ -64,7 +65,10 @@ def _run(command: list[str], what: str) -> str:
 
 
 def base_key() -> str:
-    return hashlib.sha256(" ".join(BASE_COMMAND).encode()).hexdigest()[:16]
+    """The base's cache key: the mmdebstrap command and the ISO week, so the base is made anew
+    each week and picks up Debian's security updates."""
+    recipe = " ".join(BASE_COMMAND) + time.strftime(" %G-W%V")
+    return hashlib.sha256(recipe.encode()).hexdigest()[:16]
 
 
 def base_image() -> str:
@@ -77,13 +81,16 @@ def base_image() -> str:
     rootfs = CACHE / f"base-{SUITE}-{key}.tar"
     if not rootfs.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
-        log.info("making the base root filesystem with mmdebstrap (%s, minbase + python3)", SUITE)
-        partial = rootfs.with_suffix(".partial")
+        log.info("making the base root filesystem with mmdebstrap (%s, essential + python3)", SUITE)
+        partial = CACHE / f".{rootfs.name}.{os.getpid()}.partial"
         try:
             _run([*BASE_COMMAND, str(partial)], "mmdebstrap")
             partial.rename(rootfs)
         finally:
             partial.unlink(missing_ok=True)
+        for older in CACHE.glob(f"base-{SUITE}-*.tar"):  # last week's
+            if older != rootfs:
+                older.unlink(missing_ok=True)
     log.info("importing %s into buildah's storage as %s", rootfs.name, name)
     container = _run(["buildah", *STORAGE, "from", "scratch"], "buildah from").strip()
     try:
@@ -100,17 +107,28 @@ def image_size(name: str) -> int:
     return int(size.strip())
 
 
+def _image_id(name: str) -> str:
+    return _run(["buildah", *STORAGE, "images", "--quiet", "--no-trunc", name], "buildah").strip()
+
+
 def build(job: Job) -> Built:
+    """The image in buildah's storage and its OCI archive; figures: tag, base, size, labels."""
     resolved = job.resolved
+    deps.check_builder()  # before mmdebstrap makes a base of this machine's arch
     base = base_image()
     context = job.work / "context"
-    context.mkdir()
-    shutil.copytree(site.site(job.requirements), context / "site", symlinks=True)
-    copy_app(context / "app")
-    site.compile_tree(context / "app")
-    shutil.copytree(job.bundle, context / "bundle")
-    shutil.copy2(HERE / "entrypoint", context / "entrypoint")
+    home = context / "root" / "opt" / "lockserve"
+    home.mkdir(parents=True)
+    shutil.copytree(deps.installed(job.requirements), context / "site", symlinks=True)
+    copy_app(home)
+    deps.compile_tree(home)
+    shutil.copytree(job.bundle, home / "bundle")
+    shutil.copy2(HERE / "entrypoint", home / "entrypoint")
     tag = f"localhost/lockserve:{resolved.md5[:12]}"
+    try:
+        previous = _image_id(tag)
+    except PackageError:
+        previous = ""
     arguments = {
         "BASE": base,
         "MD5": resolved.md5,
@@ -127,6 +145,7 @@ def build(job: Job) -> Built:
             *STORAGE,
             "bud",
             "--quiet",
+            "--layers",  # the dependencies' layer is reused by the next model's image
             "--isolation",
             "chroot",
             "--format",
@@ -152,6 +171,8 @@ def build(job: Job) -> Built:
             "buildah push",
         )
         partial.rename(archive)
+    if previous and previous != _image_id(tag):  # the last build of this tag: superseded
+        subprocess.run(["buildah", *STORAGE, "rmi", previous], capture_output=True, check=False)
     return Built(
         [archive],
         {

@@ -1,10 +1,11 @@
 """Target ``systemd``: a virtual machine install, a unit and its environment file.
 
 Writes ``lockserve.service`` and ``lockserve.env`` for an install path (``prefix``, default
-/opt/lockserve) and a tarball to unpack at / that holds them with everything the unit runs:
-the service's code, the serving dependencies (package.site) and the bundle, so the host needs
+/opt/lockserve) and a tarball to unpack at / that holds the unit and everything it runs: the
+service's code, the serving dependencies (package.deps), the bundle and the env file as
+``lockserve.env.example`` (an upgrade never overwrites the host's settings), so the host needs
 only CPython 3.11 (Debian 12's python3.11) and never fetches. The unit runs as a dedicated
-dynamic user with the hardening options gunicorn, uvicorn and onnxruntime work under.
+dynamic user, notifies systemd once the model is verified, and is hardened.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import tarfile
 from pathlib import Path
 from string import Template
 
-from package import Built, Job, PackageError, copy_app, site
+from package import Built, Job, PackageError, copy_app, deps
 
 TARGET = "systemd"
+OPTIONS = ("prefix", "python", "env_file")
 HERE = Path(__file__).resolve().parent
 DEFAULTS = {
     "prefix": "/opt/lockserve",
@@ -63,14 +65,15 @@ def _add(archive: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
 
 
 def build(job: Job) -> Built:
+    """The unit, the env file and the tarball; figures: the options used."""
     texts = render(job)
     chosen = options(job)
-    prefix, env_file = chosen["prefix"].lstrip("/"), chosen["env_file"].lstrip("/")
+    prefix = chosen["prefix"].lstrip("/")
     tree = job.work / "tree"
-    shutil.copytree(site.site(job.requirements), tree / "site", symlinks=True)
+    shutil.copytree(deps.installed(job.requirements), tree / "site", symlinks=True)
     copy_app(tree)
-    site.compile_tree(tree / "api")
-    site.compile_tree(tree / "contract")
+    deps.compile_tree(tree / "api")
+    deps.compile_tree(tree / "contract")
     shutil.copytree(job.bundle, tree / "bundle")
     name = f"lockserve-{job.resolved.md5[:12]}-systemd.tar.gz"
     log.info("writing %s (unpack at /)", name)
@@ -87,7 +90,8 @@ def build(job: Job) -> Built:
                 archive.addfile(info, fh)
         unit = texts["lockserve.service"].encode()
         _add(archive, "etc/systemd/system/lockserve.service", unit, 0o644)
-        _add(archive, env_file, texts["lockserve.env"].encode(), 0o600)
+        # an example, not the env file itself: unpacking an upgrade keeps the host's settings
+        _add(archive, f"{prefix}/lockserve.env.example", texts["lockserve.env"].encode(), 0o644)
     shutil.rmtree(tree)
     for file_name, text in texts.items():
         (job.work / file_name).write_text(text)

@@ -11,9 +11,12 @@ Where the machine cannot build or run containers the image tests say why in thei
 with LOCKSERVE_REQUIRE_OCI=1 (set by .ci/run) they fail instead.
 """
 
+import contextlib
 import hashlib
 import json
+import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -25,7 +28,7 @@ import yaml
 
 from tests.conftest import PENGUIN, ROOT, run, venv_env
 from tests.containers import need_containers
-from tests.lambda_runtime import FakeRuntimeApi, http_api_v2_event
+from tests.lambda_runtime import FakeRuntimeApi, http_api_v2_event, runtime_client
 from tests.servers import Server, free_port, http, json_lines
 
 pytestmark = pytest.mark.system
@@ -146,12 +149,14 @@ def test_package_refuses_what_does_not_verify(repo, tmp_path):
 
 
 def lambda_env(api: FakeRuntimeApi, task: Path) -> dict[str, str]:
-    """What Lambda's python runtime sets, and nothing of this machine's Python set-up."""
+    """What Lambda's python runtime sets, and nothing of this machine's Python set-up: the zip
+    first on the path, then only the runtime interface client (Lambda's /var/runtime)."""
+    runtime = runtime_client(task.parent / f"{task.name}-runtime")
     return {
         "PATH": "/usr/bin:/bin",
         "AWS_LAMBDA_RUNTIME_API": api.address,
         "LAMBDA_TASK_ROOT": str(task),
-        "PYTHONPATH": str(task),
+        "PYTHONPATH": f"{task}:{runtime}",
         "_HANDLER": "api.lambda_handler.handler",
         "AWS_LAMBDA_FUNCTION_NAME": "lockserve",
         "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
@@ -180,7 +185,9 @@ def task(dist, tmp_path_factory) -> Path:
     with zipfile.ZipFile(archive) as zipped:
         zipped.extractall(folder)
         unzipped = sum(info.file_size for info in zipped.infolist())
-    assert unzipped == manifest(dist / "lambda")["unzipped_bytes"] <= 250_000_000
+    facts = manifest(dist / "lambda")
+    assert unzipped == facts["unzipped_bytes"] <= facts["limit_bytes"] == 262_144_000
+    assert not list(folder.glob("awslambdaric*"))  # Lambda's runtime brings its own
     return folder
 
 
@@ -240,31 +247,36 @@ def test_lambda_refuses_a_changed_model(task, v1, tmp_path):
 
 
 def unit_environment(unit: str, env_file: Path) -> dict[str, str]:
-    """What systemd would put in the service's environment: the env file, then Environment=."""
+    """What systemd puts in the service's environment: Environment=, then the env file's
+    settings, which override them."""
     env: dict[str, str] = {}
-    for line in env_file.read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            env[key] = value
     for line in unit.splitlines():
         if line.startswith("Environment="):
             key, _, value = line.removeprefix("Environment=").partition("=")
+            env[key] = value
+    for line in env_file.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
             env[key] = value
     return env
 
 
 @pytest.fixture(scope="module")
 def installed(dist) -> dict:
-    """The systemd tarball unpacked at /, as the README says (its paths are under a temp root)."""
+    """The systemd tarball unpacked at /, as the README says (its paths are under a temp root),
+    and the env file made from its example (a first install)."""
     facts = manifest(dist / "systemd")
     prefix = facts["prefix"].lstrip("/")
     (archive,) = (dist / "systemd").glob("*.tar.gz")
     names = run(["tar", "-tzf", str(archive)], cwd=dist).stdout.split()
-    outside = [n for n in names if not n.startswith((prefix + "/", "etc/systemd/system/"))]
-    assert outside == [facts["env_file"].lstrip("/")]
-    units = [n for n in names if n.startswith("etc/systemd/system/")]
-    assert units == ["etc/systemd/system/lockserve.service"]
+    assert [n for n in names if not n.startswith(prefix + "/")] == [
+        "etc/systemd/system/lockserve.service"
+    ]
+    assert f"{prefix}/lockserve.env.example" in names  # never the host's env file itself
     run(["tar", "-C", "/", "-xzf", str(archive), "--exclude", "etc/systemd/*"], cwd=dist)
+    env_file = Path(facts["env_file"])
+    env_file.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(Path(facts["prefix"]) / "lockserve.env.example", env_file)
     return facts
 
 
@@ -290,32 +302,39 @@ def test_systemd_install_serves_the_pinned_model(dist, installed, v1, tmp_path):
         for line in unit.splitlines()
         if line.startswith("ExecStart=")
     ]
-    assert exec_start[0] == DEBIAN_PYTHON
+    assert exec_start[:2] == [DEBIAN_PYTHON, "-S"]
     env = unit_environment(unit, Path(installed["env_file"]))
     assert env["LOCKSERVE_BUNDLE_MD5"] == v1["md5"]
-    # systemd makes /run/lockserve and /var/lib/lockserve for the unit; here, temp folders
     for key in ("HOST", "PORT"):  # the env file's 127.0.0.1:8000; here, a free port
         env.pop(key)
+    # systemd makes /run/lockserve and /var/lib/lockserve for the unit, and listens for its
+    # READY=1 (Type=notify); here, temp folders and a socket of the test's
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(60)
     env.update(
         PATH="/usr/bin:/bin",
         LOCKSERVE_PIDFILE=str(tmp_path / "gunicorn.pid"),
         LOCKSERVE_STATE_DB=str(tmp_path / "state.sqlite"),
         LOCKSERVE_GRPC_PORT="0",
         WEB_CONCURRENCY="1",
+        NOTIFY_SOCKET=str(tmp_path / "notify"),
     )
-    port = free_port()
-    server = Server(exec_start, Path(installed["prefix"]), port, tmp_path / "unit.log", **env)
+    server = Server(exec_start, Path(installed["prefix"]), free_port(), tmp_path / "u.log", **env)
     try:
+        assert notify.recv(4096).startswith(b"READY=1")
         server.wait_ready()
         status, body = http("POST", f"{server.base}/predict", BODY)
         assert status == 200 and body["model"]["md5"] == v1["md5"]
         assert http("GET", f"{server.base}/model")[1]["source"] == "bundle"
+        no_dvc = subprocess.run(
+            [DEBIAN_PYTHON, "-S", "-c", "import dvc"], env=env, capture_output=True, text=True
+        )
+        assert "No module named 'dvc'" in no_dvc.stderr  # the install serves without DVC
     finally:
-        assert server.stop() == 0
-    no_dvc = subprocess.run(
-        [DEBIAN_PYTHON, "-c", "import dvc"], env=env, capture_output=True, text=True
-    )
-    assert "No module named 'dvc'" in no_dvc.stderr  # the install serves without DVC
+        code = server.stop()
+        notify.close()
+    assert code == 0, server.output()
 
 
 # -- OCI image
@@ -342,7 +361,7 @@ def test_image_labels_match_the_lock(image, v1):
     assert labels["dev.lockserve.model.md5"] == v1["md5"]
     assert labels["org.opencontainers.image.revision"] == v1["commit"]
     config = inspect(reference, "--config")["config"]
-    assert config["User"] == "lockserve"
+    assert config["User"] == "10001:10001"  # numeric: runAsNonRoot can check it
     assert f"LOCKSERVE_BUNDLE_MD5={v1['md5']}" in config["Env"]
     assert image["image_bytes"] > 0
 
@@ -373,11 +392,11 @@ def test_container_serves_the_pinned_model_from_the_archive(image, v1, tmp_path)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
-            try:
+            with contextlib.suppress(OSError):
                 if http("GET", f"{base}/health/ready", timeout=2)[0] == 200:
                     break
-            except OSError:
-                time.sleep(0.3)
+            time.sleep(0.3)
+        assert proc.poll() is None, (tmp_path / "c.log").read_text()
         status, body = http("POST", f"{base}/predict", BODY)
         assert status == 200, (tmp_path / "c.log").read_text()
         assert body["model"]["md5"] == v1["md5"]
@@ -412,3 +431,21 @@ def test_a_tampered_image_refuses_to_start(image, v1, tmp_path):
     got = hashlib.md5(changed.read_bytes()).hexdigest()
     assert f"has md5 {got}" in fatal[0]["msg"] and f"pinned {v1['md5']}" in fatal[0]["msg"]
     assert "Listening at" not in output
+
+
+def test_the_image_is_also_a_lambda_container_image(image, v1, tmp_path):
+    """Lambda sets AWS_LAMBDA_RUNTIME_API in the container; nothing else changes."""
+    with FakeRuntimeApi() as api:
+        proc = subprocess.Popen(
+            [*PODMAN, *RUN, "--name", f"lockserve-lambda-{os.getpid()}"]
+            + ["-e", f"AWS_LAMBDA_RUNTIME_API={api.address}", image["image"]],
+            stdout=open(tmp_path / "l.log", "wb"),  # noqa: SIM115 - the child holds it
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            kind, answer = api.invoke(http_api_v2_event("POST", "/predict", BODY), timeout=120)
+        finally:
+            stop_container(f"lockserve-lambda-{os.getpid()}", proc)
+    assert kind == "response" and answer["statusCode"] == 200, answer
+    assert json.loads(answer["body"])["model"]["md5"] == v1["md5"]

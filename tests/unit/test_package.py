@@ -24,6 +24,15 @@ def job(tmp_path, **options) -> Job:
     return Job(resolved, work / "bundle", work, True, options)
 
 
+def test_the_sklearn_dependencies_only_for_an_artifact_without_a_graph(tmp_path):
+    onnx = job(tmp_path)
+    assert onnx.requirements.name == "runtime.lock"
+    assert "scikit-learn==" not in onnx.requirements.read_text()
+    no_graph = Job(onnx.resolved, onnx.bundle, onnx.work, False)
+    assert no_graph.requirements.name == "runtime-sklearn.lock"
+    assert "scikit-learn==" in no_graph.requirements.read_text()
+
+
 def test_every_target_is_found_by_its_module():
     assert list(package.targets()) == ["lambda", "oci", "systemd"]
 
@@ -34,11 +43,12 @@ def test_the_unit_names_the_pinned_model_and_the_install_path(tmp_path):
     assert f"Environment=LOCKSERVE_BUNDLE_MD5={md5_hex(DATA)}" in unit.splitlines()
     assert "Environment=LOCKSERVE_BUNDLE=/srv/ls/bundle" in unit.splitlines()
     assert (
-        "ExecStart=/usr/bin/python3.11 -m gunicorn -c /srv/ls/api/gunicorn_conf.py api.main:app"
+        "ExecStart=/usr/bin/python3.11 -S -m gunicorn -c /srv/ls/api/gunicorn_conf.py api.main:app"
         in unit.splitlines()
     )
     assert "ExecReload=/bin/kill -HUP $MAINPID" in unit.splitlines()  # systemd's, not ours
     assert "EnvironmentFile=/etc/lockserve/lockserve.env" in unit.splitlines()
+    assert "Type=notify" in unit.splitlines()  # ready only once the model is verified
     assert "${" not in unit and "${" not in texts["lockserve.env"]
 
 
@@ -62,19 +72,88 @@ def test_the_lambda_zip_is_deterministic(tmp_path):
     with zipfile.ZipFile(tmp_path / "one.zip") as archive:
         infos = archive.infolist()
     assert [i.filename for i in infos] == ["a.py", "pkg/b.py", "run"]
-    assert [i.external_attr >> 16 for i in infos] == [0o644, 0o644, 0o755]
+    assert [i.external_attr >> 16 for i in infos] == [0o100644, 0o100644, 0o100755]  # files
+
+
+def fake_site(tmp_path, size: int):
+    site = tmp_path / "site"
+    (site / "dep").mkdir(parents=True)
+    (site / "dep" / "__init__.py").write_bytes(b"#" * size)
+    (site / "awslambdaric").mkdir()  # Lambda's runtime brings its own: not in the zip
+    (site / "awslambdaric" / "__init__.py").write_bytes(b"#" * size)
+    return site
 
 
 def test_a_lambda_package_over_the_limit_is_refused(tmp_path, monkeypatch):
-    site = tmp_path / "site"
-    (site / "dep").mkdir(parents=True)
-    (site / "dep" / "__init__.py").write_bytes(b"#" * 5000)
-    monkeypatch.setattr(lambda_zip.site, "site", lambda requirements: site)
-    monkeypatch.setattr(lambda_zip, "LIMIT_BYTES", 4000)
+    """The limit counts everything unzipped: the app and bundle alone fit, the site tips it."""
+    site = fake_site(tmp_path, 5000)
+    monkeypatch.setattr(lambda_zip.deps, "installed", lambda requirements: site)
+    app_and_bundle = sum(
+        package.tree_bytes(package.ROOT / name) for name in package.APP_PACKAGES
+    ) + len(DATA)
+    monkeypatch.setattr(lambda_zip, "LIMIT_BYTES", app_and_bundle + 4000)  # pycs come on top
     the_job = job(tmp_path)
     with pytest.raises(PackageError, match="unzipped, over Lambda's"):
         lambda_zip.build(the_job)
     assert not list(the_job.work.glob("*.zip"))
+
+
+def test_the_lambda_zip_leaves_the_runtime_client_to_lambda(tmp_path, monkeypatch):
+    site = fake_site(tmp_path, 10)
+    monkeypatch.setattr(lambda_zip.deps, "installed", lambda requirements: site)
+    built = lambda_zip.build(job(tmp_path))
+    with zipfile.ZipFile(built.files[0]) as archive:
+        names = archive.namelist()
+    assert "dep/__init__.py" in names and "bundle/model.zip" in names
+    assert "api/lambda_handler.py" in names
+    assert not [n for n in names if n.startswith("awslambdaric")]
+    assert built.facts["handler"] == "api.lambda_handler.handler"
+
+
+def run_main(tmp_path, monkeypatch, *args, build=None):
+    """python -m package's main with the resolver and the targets replaced by fakes."""
+    from package import __main__ as cli
+
+    resolved = job(tmp_path).resolved
+    monkeypatch.setattr(cli, "resolve", lambda *a, **k: resolved)
+    monkeypatch.setattr(cli.artifact, "load", lambda data, md5: type("A", (), {"onnx": b"g"}))
+
+    class Target:
+        TARGET = "fake"
+        OPTIONS = ("prefix",)
+
+        @staticmethod
+        def build(the_job):
+            return build(the_job)
+
+    monkeypatch.setattr(cli, "targets", lambda: {"fake": Target})
+    return cli.main(["--out", str(tmp_path / "dist"), "--target", "fake", *args])
+
+
+def test_a_target_that_fails_leaves_its_last_build_as_it_was(tmp_path, monkeypatch, caplog):
+    out = tmp_path / "dist"
+    (out / "fake").mkdir(parents=True)
+    (out / "fake" / "last.zip").write_bytes(b"last")
+
+    def half_then_fail(the_job):
+        (the_job.work / "half.zip").write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    assert run_main(tmp_path, monkeypatch, build=half_then_fail) == 1
+    assert "package fake: [Errno 28] No space left on device" in caplog.text
+    assert sorted(p.name for p in out.iterdir()) == ["fake"]  # no scratch folder left
+    assert [p.name for p in (out / "fake").iterdir()] == ["last.zip"]
+
+
+def test_the_cli_refuses_unknown_options_and_the_work_tree(tmp_path, monkeypatch, caplog):
+    def never(the_job):
+        raise AssertionError("built")
+
+    assert run_main(tmp_path, monkeypatch, "--set", "prefx=/x", build=never) == 1
+    assert "--set prefx: no target takes it (known: prefix)" in caplog.text
+    assert run_main(tmp_path, monkeypatch, "--rev", "workspace", build=never) == 1
+    assert "rev 'workspace' names no commit" in caplog.text
+    assert not (tmp_path / "dist").exists()
 
 
 def test_publish_replaces_the_last_build_whole(tmp_path):
