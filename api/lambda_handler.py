@@ -31,6 +31,7 @@ DEFAULTS = {
     "LOCKSERVE_GRPC_PORT": "0",
     "LOCKSERVE_STATE_DB": "/tmp/lockserve/state.sqlite",
     "LOCKSERVE_SERVING_FILE": str(ROOT / "serving.yaml"),
+    "XDG_CACHE_HOME": "/tmp/lockserve/cache",  # onnxruntime keeps an id there, else warns
 }
 
 

@@ -157,6 +157,8 @@ def resolve(
         raise ResolutionError(f"unknown git revision {rev!r} in {repo_root}") from None
     except DvcException as exc:
         raise ResolutionError(f"cannot open {repo_root} at {rev!r}: {exc}") from None
+    except AttributeError:  # DVC's git backend, given a blob or a tree (v1:dvc.lock, v1^{tree})
+        raise ResolutionError(f"git revision {rev!r} in {repo_root} names no commit") from None
     try:
         return _resolve_in(
             fs, repo_root, rev, name, commit, remote, attempts, backoff_s, timings, started

@@ -83,7 +83,10 @@ def sha256_file(path: Path) -> str:
 
 
 def copy_app(destination: Path) -> None:
-    """The service's own code (api/, contract/) without caches, into ``destination``."""
+    """The service's own code (api/, contract/) without caches, into ``destination``, and
+    byte-compiled there."""
+    from package.deps import compile_tree
+
     for name in APP_PACKAGES:
         shutil.copytree(
             ROOT / name,
@@ -91,6 +94,7 @@ def copy_app(destination: Path) -> None:
             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
             dirs_exist_ok=True,
         )
+        compile_tree(destination / name, name)
 
 
 def tree_bytes(path: Path) -> int:

@@ -14,8 +14,10 @@ refused: an artifact is labelled with the commit whose dvc.lock pins its model.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -24,26 +26,32 @@ import tempfile
 import time
 from pathlib import Path
 from types import ModuleType
+from typing import NoReturn
 
 from api import artifact, bundle
 from api.resolver import WORKSPACE, ResolutionError, resolve
 from package import Job, PackageError, publish, targets
 
 log = logging.getLogger("lockserve.package")
+RELATIVE = re.compile(r"^HEAD|[~^]")  # revs whose meaning moves with the repo
 
 
-def _options(pairs: list[str], known: dict[str, ModuleType]) -> dict[str, str]:
-    """``--set key=value`` pairs, each a key some target takes."""
-    taken = {key for module in known.values() for key in getattr(module, "OPTIONS", ())}
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"package: {message} (python -m package --help)\n")
+
+
+def _options(pairs: list[str], chosen: list[ModuleType]) -> dict[str, str]:
+    """``--set key=value`` pairs, each a key one of the chosen targets takes."""
+    taken = {key for module in chosen for key in getattr(module, "OPTIONS", ())}
     out: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise PackageError(f"--set takes key=value, not {pair!r}")
         if key not in taken:
-            raise PackageError(
-                f"--set {key}: no target takes it (known: {', '.join(sorted(taken))})"
-            )
+            they_take = ", ".join(sorted(taken)) or "nothing"
+            raise PackageError(f"--set {key}: no chosen target takes it (they take: {they_take})")
         out[key] = value
     return out
 
@@ -56,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     """Resolve and verify the pinned model, then build each chosen target; 0, or 1 with one
     line naming the problem."""
     known = targets()
-    parser = argparse.ArgumentParser(prog="python -m package", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="python -m package", description=__doc__.split("\n")[0])
     parser.add_argument("--target", default="all", choices=[*known, "all"])
     parser.add_argument("--rev", default=os.environ.get("LOCKSERVE_REV") or "HEAD")
     parser.add_argument("--repo", type=Path, default=Path(os.environ.get("LOCKSERVE_REPO", ".")))
@@ -66,10 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    signal.signal(signal.SIGTERM, _stop)
+    logging.getLogger("dvc").setLevel(logging.ERROR)  # the one line below says it all
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _stop)
     chosen = list(known) if args.target == "all" else [args.target]
     try:
-        options = _options(args.set, known)
+        options = _options(args.set, [known[name] for name in chosen])
         if args.rev == WORKSPACE:
             raise PackageError(
                 "rev 'workspace' names no commit; commit dvc.lock and package a rev "
@@ -82,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.get("LOCKSERVE_REMOTE") or None,
         )
         loaded = artifact.load(resolved.data, resolved.md5)
+        if RELATIVE.search(resolved.rev):  # HEAD~1 names another commit tomorrow
+            resolved = dataclasses.replace(resolved, rev=resolved.commit)
     except (ResolutionError, PackageError, artifact.ArtifactError) as exc:
         log.error("package: %s", exc)
         return 1

@@ -46,10 +46,13 @@ def check_builder() -> None:
         )
 
 
-def compile_tree(path: Path) -> None:
-    """Byte-compile ``path`` with unchecked-hash .pyc files (valid on any clock, any root)."""
+def compile_tree(path: Path, name: str) -> None:
+    """Byte-compile ``path`` with unchecked-hash .pyc files (valid on any clock, any root),
+    naming the sources ``name/...`` in them rather than this build's scratch path, so the same
+    sources always give the same bytes (Python puts the real path in at import)."""
     ok = compileall.compile_dir(
         str(path),
+        ddir=name,
         quiet=1,
         workers=0,
         invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
@@ -100,7 +103,7 @@ def installed(requirements: Path) -> Path:
             shutil.rmtree(scratch / name, ignore_errors=True)
         for tests in sorted(scratch.glob("*/**/tests"), reverse=True):  # packages' own tests
             shutil.rmtree(tests, ignore_errors=True)
-        compile_tree(scratch)
+        compile_tree(scratch, "site")
         try:
             scratch.rename(folder)
         except OSError:

@@ -55,8 +55,6 @@ def build(job: Job) -> Built:
         ),
     )
     copy_app(tree)
-    deps.compile_tree(tree / "api")
-    deps.compile_tree(tree / "contract")
     shutil.copytree(job.bundle, tree / "bundle")
     unpacked = tree_bytes(tree)
     if unpacked > LIMIT_BYTES:
@@ -76,7 +74,7 @@ def build(job: Job) -> Built:
             deps.PYTHON,
             *floor,
         )
-    name = f"lockserve-{job.resolved.md5[:12]}-lambda.zip"
+    name = f"lockserve-{job.resolved.md5}-lambda.zip"
     log.info("zipping %d MB for Lambda", unpacked // 1_000_000)
     _zip(tree, job.work / name)
     shutil.rmtree(tree)

@@ -98,6 +98,10 @@ def base_image() -> str:
         _run(["buildah", *STORAGE, "commit", "--quiet", container, name], "buildah commit")
     finally:
         subprocess.run(["buildah", *STORAGE, "rm", container], capture_output=True, check=False)
+    listed = _run(["buildah", *STORAGE, "images", "--format", "{{.Name}}:{{.Tag}}"], "buildah")
+    for older in set(listed.split()):  # last week's bases, unless an image still uses one
+        if older.startswith("localhost/lockserve-base:") and older != name:
+            subprocess.run(["buildah", *STORAGE, "rmi", older], capture_output=True, check=False)
     return name
 
 
@@ -121,10 +125,9 @@ def build(job: Job) -> Built:
     home.mkdir(parents=True)
     shutil.copytree(deps.installed(job.requirements), context / "site", symlinks=True)
     copy_app(home)
-    deps.compile_tree(home)
     shutil.copytree(job.bundle, home / "bundle")
     shutil.copy2(HERE / "entrypoint", home / "entrypoint")
-    tag = f"localhost/lockserve:{resolved.md5[:12]}"
+    tag = f"localhost/lockserve:{resolved.md5}"
     try:
         previous = _image_id(tag)
     except PackageError:
@@ -162,7 +165,7 @@ def build(job: Job) -> Built:
     )
     bud_s = time.perf_counter() - started
     shutil.rmtree(context)
-    archive = job.work / f"lockserve-{resolved.md5[:12]}.oci.tar"
+    archive = job.work / f"lockserve-{resolved.md5}.oci.tar"
     with tempfile.TemporaryDirectory(dir=job.work) as scratch:
         log.info("exporting %s", archive.name)
         partial = Path(scratch) / archive.name

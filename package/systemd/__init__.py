@@ -47,7 +47,7 @@ def render(job: Job) -> dict[str, str]:
     values = {
         **options(job),
         "md5": resolved.md5,
-        "md5_short": resolved.md5[:12],
+        "md5_short": resolved.md5,
         "name": resolved.name,
         "rev": resolved.rev,
         "commit": resolved.commit,
@@ -72,20 +72,21 @@ def build(job: Job) -> Built:
     tree = job.work / "tree"
     shutil.copytree(deps.installed(job.requirements), tree / "site", symlinks=True)
     copy_app(tree)
-    deps.compile_tree(tree / "api")
-    deps.compile_tree(tree / "contract")
     shutil.copytree(job.bundle, tree / "bundle")
-    name = f"lockserve-{job.resolved.md5[:12]}-systemd.tar.gz"
+    name = f"lockserve-{job.resolved.md5}-systemd.tar.gz"
     log.info("writing %s (unpack at /)", name)
     with tarfile.open(job.work / name, "w:gz", compresslevel=6) as archive:
-        for path in sorted(tree.rglob("*")):
-            if path.is_dir():
-                continue
-            info = archive.gettarinfo(str(path), f"{prefix}/{path.relative_to(tree).as_posix()}")
+        for path in [tree, *sorted(tree.rglob("*"))]:
+            member = prefix if path == tree else f"{prefix}/{path.relative_to(tree).as_posix()}"
+            info = archive.gettarinfo(str(path), member)
             info.uid = info.gid = 0
             info.uname = info.gname = "root"
             info.mtime = 0
-            info.mode = 0o755 if path.stat().st_mode & 0o111 else 0o644
+            # directories too, so what a restrictive umask unpacks stays readable to the user
+            info.mode = 0o755 if path.is_dir() or path.stat().st_mode & 0o111 else 0o644
+            if path.is_dir():
+                archive.addfile(info)
+                continue
             with open(path, "rb") as fh:
                 archive.addfile(info, fh)
         unit = texts["lockserve.service"].encode()

@@ -1,6 +1,7 @@
 """Integration: rev -> dvc.lock -> md5 -> verified bytes, on a real git + DVC repo."""
 
 import hashlib
+import re
 
 import pytest
 
@@ -100,6 +101,14 @@ def test_tampered_everywhere_fails_naming_expected_and_found(model_repo, artifac
 def test_unknown_rev_is_named(model_repo):
     with pytest.raises(ResolutionError, match="unknown git revision 'v9'"):
         resolve(model_repo, "v9", NAME)
+
+
+@pytest.mark.parametrize("rev", ["v1:dvc.lock", "v1^{tree}"])
+def test_a_rev_that_names_no_commit_is_named(model_repo, rev):
+    with pytest.raises(
+        ResolutionError, match=f"git revision '{re.escape(rev)}' .* names no commit"
+    ):
+        resolve(model_repo, rev, NAME)
 
 
 def test_unknown_artifact_is_named(model_repo):

@@ -35,7 +35,7 @@ pytestmark = pytest.mark.system
 
 STORAGE = ["--storage-driver", "vfs"]
 PODMAN = ["podman", *STORAGE, "--cgroup-manager", "cgroupfs", "--runtime", "runc"]
-RUN = ["run", "--rm", "--network", "host", "--ulimit", "nofile=1024:1024"]
+RUN = ["run", "--rm", "--quiet", "--network", "host", "--ulimit", "nofile=1024:1024"]
 RUN += ["--ulimit", "nproc=1024:1024"]
 DEBIAN_PYTHON = "/usr/bin/python3.11"
 BODY = {"instances": [PENGUIN]}
@@ -273,6 +273,9 @@ def installed(dist) -> dict:
         "etc/systemd/system/lockserve.service"
     ]
     assert f"{prefix}/lockserve.env.example" in names  # never the host's env file itself
+    listing = run(["tar", "-tvzf", str(archive)], cwd=dist).stdout.splitlines()
+    folders = [line for line in listing if line.startswith("d")]
+    assert folders and all(line.startswith("drwxr-xr-x") for line in folders)  # any umask
     run(["tar", "-C", "/", "-xzf", str(archive), "--exclude", "etc/systemd/*"], cwd=dist)
     env_file = Path(facts["env_file"])
     env_file.parent.mkdir(parents=True, exist_ok=True)
@@ -402,8 +405,10 @@ def test_container_serves_the_pinned_model_from_the_archive(image, v1, tmp_path)
         assert body["model"]["md5"] == v1["md5"]
     finally:
         stop_container(name, proc)
-    lines = json_lines((tmp_path / "c.log").read_text())
+    output = (tmp_path / "c.log").read_text()
+    lines = json_lines(output)
     assert any(line.get("model_md5") == v1["md5"] for line in lines)
+    assert len(lines) == len(output.strip().splitlines())  # every line JSON (onnxruntime's too)
 
 
 def test_a_tampered_image_refuses_to_start(image, v1, tmp_path):

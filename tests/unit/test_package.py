@@ -1,6 +1,7 @@
 """Unit: the packaging targets' own logic (no builds): discovery, the unit file, the zip, the
 Lambda size limit and the all-or-nothing publish."""
 
+import dataclasses
 import json
 import zipfile
 
@@ -115,7 +116,9 @@ def run_main(tmp_path, monkeypatch, *args, build=None):
     from package import __main__ as cli
 
     resolved = job(tmp_path).resolved
-    monkeypatch.setattr(cli, "resolve", lambda *a, **k: resolved)
+    monkeypatch.setattr(
+        cli, "resolve", lambda repo, rev, *a, **k: dataclasses.replace(resolved, rev=rev)
+    )
     monkeypatch.setattr(cli.artifact, "load", lambda data, md5: type("A", (), {"onnx": b"g"}))
 
     class Target:
@@ -150,10 +153,43 @@ def test_the_cli_refuses_unknown_options_and_the_work_tree(tmp_path, monkeypatch
         raise AssertionError("built")
 
     assert run_main(tmp_path, monkeypatch, "--set", "prefx=/x", build=never) == 1
-    assert "--set prefx: no target takes it (known: prefix)" in caplog.text
+    assert "--set prefx: no chosen target takes it (they take: prefix)" in caplog.text
     assert run_main(tmp_path, monkeypatch, "--rev", "workspace", build=never) == 1
     assert "rev 'workspace' names no commit" in caplog.text
     assert not (tmp_path / "dist").exists()
+
+
+def test_an_option_of_a_target_not_chosen_is_refused():
+    from package.__main__ import _options
+
+    with pytest.raises(PackageError, match="--set prefix: no chosen target takes it"):
+        _options(["prefix=/srv/x"], [lambda_zip])
+    assert _options(["prefix=/srv/x"], [lambda_zip, systemd]) == {"prefix": "/srv/x"}
+
+
+@pytest.mark.parametrize(("rev", "recorded"), [("HEAD~1", "c" * 40), ("v1", "v1")])
+def test_a_relative_rev_is_recorded_as_its_commit(tmp_path, monkeypatch, rev, recorded):
+    def built(the_job):
+        (the_job.work / "a.zip").write_bytes(b"a")
+        return Built([the_job.work / "a.zip"])
+
+    assert run_main(tmp_path, monkeypatch, "--rev", rev, build=built) == 0
+    facts = json.loads((tmp_path / "dist" / "fake" / "manifest.json").read_text())
+    assert facts["rev"] == recorded and facts["commit"] == "c" * 40
+
+
+def test_compiled_files_do_not_depend_on_where_they_were_built(tmp_path):
+    from package.deps import compile_tree
+
+    for where in ("one", "two/deeper"):
+        (tmp_path / where / "pkg").mkdir(parents=True)
+        (tmp_path / where / "pkg" / "mod.py").write_text("def f():\n    return 1\n")
+        compile_tree(tmp_path / where / "pkg", "pkg")
+    one, two = (
+        next((tmp_path / where / "pkg" / "__pycache__").iterdir()).read_bytes()
+        for where in ("one", "two/deeper")
+    )
+    assert one == two and str(tmp_path).encode() not in one
 
 
 def test_publish_replaces_the_last_build_whole(tmp_path):
