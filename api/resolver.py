@@ -93,6 +93,24 @@ def _read(path: Path) -> bytes | None:
         return None
 
 
+LOCKED_WAIT_S = 10.0  # how long a start waits for another one's hold on DVC's index
+
+
+def _info(fs: Any, path: str) -> dict[str, Any]:
+    """``fs.info(path)``, waiting while another process holds DVC's index database: starts
+    that share a repo read it at the same moment (sqlite says "database is locked")."""
+    delay, waited = 0.05, 0.0
+    while True:
+        try:
+            return fs.info(path)
+        except Exception as exc:  # sqlite3's, or a DVC error that wraps it
+            if "database is locked" not in str(exc) or waited >= LOCKED_WAIT_S:
+                raise
+        time.sleep(delay)
+        waited += delay
+        delay = min(delay * 2, 1.0)
+
+
 def _pinned(fs: Any, name: str | None, rev: str, commit: str) -> tuple[str, str, str]:
     """Name, path and md5 of artifact ``name`` (by default the one artifact of type model) as
     dvc.yaml declares and dvc.lock pins it at ``rev``."""
@@ -117,7 +135,7 @@ def _pinned(fs: Any, name: str | None, rev: str, commit: str) -> tuple[str, str,
         )
     path = declared[name].path
     try:
-        info = fs.info(path)
+        info = _info(fs, path)
         md5 = info.get("md5") or (info.get("dvc_info") or {}).get("md5")
     except FileNotFoundError:
         md5 = None

@@ -6,6 +6,7 @@ real git + DVC repo."""
 
 import hashlib
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,7 @@ class Pins:
     stages: list[Stage] = field(default_factory=list)
     artifacts_error: Exception | None = None
     info_error: Exception | None = None
+    info_locked: int = 0  # times DVC's index database is locked by another process first
 
 
 class Fs:
@@ -103,6 +105,9 @@ class Fs:
 
     # fs.*
     def info(self, path: str) -> dict:
+        if self.pins.info_locked:
+            self.pins.info_locked -= 1
+            raise sqlite3.OperationalError("database is locked")
         if self.pins.info_error:
             raise self.pins.info_error
         if path not in self.pins.md5s:
@@ -285,6 +290,16 @@ def test_a_repo_or_rev_that_cannot_be_opened_is_named(world, error, message):
     with pytest.raises(ResolutionError) as err:
         resolve(world.root, "v9", None)
     assert str(err.value) == message.format(root=world.root)
+
+
+def test_a_start_waits_while_another_holds_dvcs_index(world, monkeypatch):
+    monkeypatch.setattr(resolver.time, "sleep", lambda s: None)
+    world.pins.info_locked = 3
+    world.workspace(V1)
+    assert resolve(world.root, "v1", None).md5 == md5(V1)
+    world.pins.info_locked = 1000  # held for good: named, not waited for forever
+    with pytest.raises(ResolutionError, match="is unreadable: database is locked"):
+        resolve(world.root, "v1", None)
 
 
 def test_the_md5_may_sit_under_dvc_info(world):
