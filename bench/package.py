@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import fill_readme
-from package import deps, oci
+from package import deps, oci, tree_bytes
 from tests.conftest import PENGUIN, venv_env
-from tests.lambda_runtime import FakeRuntimeApi, http_api_v2_event, runtime_client
+from tests.containers import PODMAN, RUN
+from tests.lambda_runtime import FakeRuntimeApi, http_api_v2_event, start_runtime
 from tests.servers import GUNICORN, Server, free_port, http
 
 log = logging.getLogger("lockserve.bench")
@@ -40,7 +41,6 @@ log = logging.getLogger("lockserve.bench")
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 BODY = {"instances": [PENGUIN]}
-PODMAN = ["podman", *oci.STORAGE, "--cgroup-manager", "cgroupfs", "--runtime", "runc"]
 DEBIAN_PYTHON = "/usr/bin/python3.11"
 
 
@@ -76,15 +76,7 @@ def lambda_cold(zip_path: Path, scratch: Path) -> float:
             archive.extractall(task)
     with FakeRuntimeApi() as api:
         started = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys._base_executable, "-S", "-m", "awslambdaric", "api.lambda_handler.handler"],
-            cwd=task,
-            env={"PATH": "/usr/bin:/bin", "AWS_LAMBDA_RUNTIME_API": api.address}
-            | {"PYTHONPATH": f"{task}:{runtime_client(scratch / 'runtime')}"}
-            | {"LAMBDA_TASK_ROOT": str(task)},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        proc = start_runtime(api, task, None)
         try:
             kind, answer = api.invoke(http_api_v2_event("POST", "/predict", BODY))
             assert kind == "response" and answer["statusCode"] == 200, answer
@@ -98,10 +90,7 @@ def podman_true(image: str) -> float:
     """The container runtime's own share: podman running /bin/true in the same image."""
     started = time.perf_counter()
     subprocess.run(
-        [*PODMAN, "run", "--rm", "--network", "host", "--ulimit", "nofile=1024:1024"]
-        + ["--ulimit", "nproc=1024:1024", "--entrypoint", "/bin/true", image],
-        check=True,
-        capture_output=True,
+        [*PODMAN, *RUN, "--entrypoint", "/bin/true", image], check=True, capture_output=True
     )
     return time.perf_counter() - started
 
@@ -128,8 +117,7 @@ def imports(task: Path, modules: str) -> float:
 def container_cold(image: str, scratch: Path) -> float:
     port = free_port()
     name = f"lockserve-bench-{port}"
-    command = [*PODMAN, "run", "--rm", "--network", "host", "--ulimit", "nofile=1024:1024"]
-    command += ["--ulimit", "nproc=1024:1024", "--name", name, "-e", "HOST=127.0.0.1"]
+    command = [*PODMAN, *RUN, "--name", name, "-e", "HOST=127.0.0.1"]
     command += ["-e", f"PORT={port}", "-e", "LOCKSERVE_GRPC_PORT=0", "-e", "WEB_CONCURRENCY=1"]
     holder: list[subprocess.Popen] = []
 
@@ -182,15 +170,9 @@ def systemd_cold(tarball: Path, manifest: dict, scratch: Path) -> float:
 def site_bytes(requirements: Path, scratch: Path) -> int:
     """Installed size of a lock's wheels for the packaged platform (no .pyc)."""
     target = scratch / requirements.stem
-    uv = Path(sys.executable).with_name("uv")
-    subprocess.run(
-        [str(uv), "pip", "install", "--quiet", "--no-deps"]  # sdists too: antlr4 has no wheel
-        + ["--python-version", deps.PYTHON, "--python-platform", deps.PLATFORM]
-        + ["--no-compile", "--target", str(target), "-r", str(requirements)],
-        check=True,
-    )
+    deps.install(requirements, target, wheels_only=False)  # sdists too: antlr4 has no wheel
     shutil.rmtree(target / "bin", ignore_errors=True)
-    return sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+    return tree_bytes(target)
 
 
 def summary(stats: list[float]) -> dict[str, float]:

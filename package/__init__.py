@@ -17,6 +17,7 @@ import logging
 import os
 import pkgutil
 import shutil
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -95,6 +96,40 @@ def copy_app(destination: Path) -> None:
             dirs_exist_ok=True,
         )
         compile_tree(destination / name, name)
+
+
+def stage(job: Job, app_root: Path, site_root: Path, leave_out: tuple[str, ...] = ()) -> None:
+    """What every target carries, laid out for it: the serving dependencies in ``site_root``
+    (without the top-level names starting with ``leave_out``), the code and the bundle in
+    ``app_root``."""
+    from package.deps import installed
+
+    site = installed(job.requirements)
+    shutil.copytree(
+        site,
+        site_root,
+        symlinks=True,
+        dirs_exist_ok=True,
+        ignore=lambda folder, names: (
+            [n for n in names if n.startswith(leave_out)] if Path(folder) == site else []
+        ),
+    )
+    copy_app(app_root)
+    shutil.copytree(job.bundle, app_root / "bundle")
+
+
+def run(command: list[str], what: str, install_hint: str) -> str:
+    """Run a tool; its output, or PackageError naming the tool's own first error line (a line
+    ``E: `` as mmdebstrap writes, else its last)."""
+    tool = shutil.which(command[0])
+    if tool is None:
+        raise PackageError(f"{command[0]} is not installed ({what} needs it): {install_hint}")
+    done = subprocess.run([tool, *command[1:]], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or ["no output"]
+        errors = [line for line in lines if line.startswith("E: ")]
+        raise PackageError(f"{what} failed: {(errors or lines[-1:])[0]}")
+    return done.stdout
 
 
 def tree_bytes(path: Path) -> int:

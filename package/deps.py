@@ -18,12 +18,11 @@ import platform
 import py_compile
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from package import CACHE, PackageError
+from package import CACHE, PackageError, run
 
 log = logging.getLogger("lockserve.package")
 
@@ -75,6 +74,17 @@ def glibc_floor(folder: Path) -> tuple[int, int]:
     return floor
 
 
+def install(requirements: Path, target: Path, wheels_only: bool = True) -> None:
+    """uv installs ``requirements`` into the plain folder ``target`` for the packaged platform
+    (CPython 3.11, x86_64 manylinux), nothing compiled; ``wheels_only`` refuses sdists."""
+    uv = Path(sys.executable).with_name("uv")
+    command = [str(uv) if uv.exists() else "uv", "pip", "install", "--quiet", "--no-deps"]
+    command += ["--only-binary", ":all:"] if wheels_only else []
+    command += ["--python-version", PYTHON, "--python-platform", PLATFORM, "--no-compile"]
+    command += ["--target", str(target), "-r", str(requirements)]
+    run(command, f"installing {requirements.name}", "`make setup` puts uv in .venv")
+
+
 def installed(requirements: Path) -> Path:
     """The installed, compiled folder for ``requirements`` (built once, then cached)."""
     check_builder()
@@ -86,19 +96,9 @@ def installed(requirements: Path) -> Path:
         return folder
     CACHE.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".site-", dir=CACHE))
-    uv = Path(sys.executable).with_name("uv")
-    uv_command = str(uv) if uv.exists() else shutil.which("uv")
-    if uv_command is None:
-        raise PackageError("uv is not installed (`make setup` puts it in .venv)")
-    command = [uv_command, "pip", "install", "--quiet", "--no-deps", "--only-binary", ":all:"]
-    command += ["--python-version", PYTHON, "--python-platform", PLATFORM, "--no-compile"]
-    command += ["--target", str(scratch), "-r", str(requirements)]
     log.info("installing %s for CPython %s on %s", requirements.name, PYTHON, PLATFORM)
     try:
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise PackageError(f"installing {requirements.name} failed: {last}")
+        install(requirements, scratch)
         for name in DROP:
             shutil.rmtree(scratch / name, ignore_errors=True)
         for tests in sorted(scratch.glob("*/**/tests"), reverse=True):  # packages' own tests

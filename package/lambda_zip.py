@@ -16,7 +16,7 @@ import stat
 import zipfile
 from pathlib import Path
 
-from package import Built, Job, PackageError, copy_app, deps, tree_bytes
+from package import Built, Job, PackageError, deps, stage, tree_bytes
 
 TARGET = "lambda"
 HANDLER = "api.lambda_handler.handler"
@@ -45,17 +45,7 @@ def _zip(tree: Path, target: Path) -> None:
 def build(job: Job) -> Built:
     """The zip, refused over Lambda's size limit; figures: handler, runtime, sizes, glibc."""
     tree = job.work / "tree"
-    site = deps.installed(job.requirements)
-    shutil.copytree(
-        site,
-        tree,
-        symlinks=True,
-        ignore=lambda folder, names: (
-            [n for n in names if n.startswith(RUNTIME_OWN)] if Path(folder) == site else []
-        ),
-    )
-    copy_app(tree)
-    shutil.copytree(job.bundle, tree / "bundle")
+    stage(job, tree, tree, leave_out=RUNTIME_OWN)
     unpacked = tree_bytes(tree)
     if unpacked > LIMIT_BYTES:
         raise PackageError(

@@ -1,4 +1,4 @@
-"""Whether this machine can build and run OCI images (buildah, podman), for the image tests.
+"""Whether this machine can build and run OCI images (buildah, podman), and how to run them.
 
 A test that needs them calls ``need_containers()``: it skips saying why, or, where the machine
 is known to build images (LOCKSERVE_REQUIRE_OCI=1, set by .ci/run), fails.
@@ -11,6 +11,11 @@ import pytest
 
 REQUIRE_OCI = os.environ.get("LOCKSERVE_REQUIRE_OCI") == "1"
 TOOLS = ("buildah", "podman", "skopeo", "mmdebstrap", "runc")
+STORAGE = ["--storage-driver", "vfs"]
+# podman as it works here: as root, no systemd, no daemon
+PODMAN = ["podman", *STORAGE, "--cgroup-manager", "cgroupfs", "--runtime", "runc"]
+RUN = ["run", "--rm", "--quiet", "--network", "host", "--ulimit", "nofile=1024:1024"]
+RUN += ["--ulimit", "nproc=1024:1024"]
 
 
 def container_problem() -> str | None:

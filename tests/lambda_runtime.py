@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import queue
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -177,3 +179,32 @@ class FakeRuntimeApi:
                 self._reply(202)
 
         return Handler
+
+
+def lambda_env(api: FakeRuntimeApi, task: Path) -> dict[str, str]:
+    """What Lambda's python runtime sets, and nothing of this machine's Python set-up: the zip
+    first on the path, then only the runtime interface client (Lambda's /var/runtime)."""
+    runtime = runtime_client(task.parent / f"{task.name}-runtime")
+    return {
+        "PATH": "/usr/bin:/bin",
+        "AWS_LAMBDA_RUNTIME_API": api.address,
+        "LAMBDA_TASK_ROOT": str(task),
+        "PYTHONPATH": f"{task}:{runtime}",
+        "_HANDLER": "api.lambda_handler.handler",
+        "AWS_LAMBDA_FUNCTION_NAME": "lockserve",
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024",
+        "TZ": ":UTC",
+    }
+
+
+def start_runtime(api: FakeRuntimeApi, task: Path, log: Path | None) -> subprocess.Popen:
+    """awslambdaric running the handler of the unpacked zip ``task`` against ``api``, on the
+    bare interpreter (-S: no site-packages, so everything imported comes from the zip)."""
+    return subprocess.Popen(
+        [sys._base_executable, "-S", "-m", "awslambdaric", "api.lambda_handler.handler"],
+        cwd=task,
+        env=lambda_env(api, task),
+        stdout=open(log, "wb") if log else subprocess.DEVNULL,  # noqa: SIM115 - the child's
+        stderr=subprocess.STDOUT,
+    )

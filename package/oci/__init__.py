@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from package import CACHE, Built, Job, PackageError, copy_app, deps
+from package import CACHE, Built, Job, PackageError, deps, run, stage
 
 TARGET = "oci"
 HERE = Path(__file__).resolve().parent
@@ -50,18 +50,7 @@ log = logging.getLogger("lockserve.package")
 
 
 def _run(command: list[str], what: str) -> str:
-    tool = shutil.which(command[0])
-    if tool is None:
-        raise PackageError(
-            f"{command[0]} is not installed ({what} needs it): `make package-tools` installs "
-            "buildah, skopeo, podman and mmdebstrap from Debian"
-        )
-    done = subprocess.run([tool, *command[1:]], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        lines = done.stderr.strip().splitlines() or ["no output"]
-        errors = [line for line in lines if line.startswith("E: ")]  # mmdebstrap's, first
-        raise PackageError(f"{what} failed: {(errors or lines[-1:])[0]}")
-    return done.stdout
+    return run(command, what, "`make package-tools` installs buildah, podman, skopeo, mmdebstrap")
 
 
 def base_key() -> str:
@@ -122,10 +111,7 @@ def build(job: Job) -> Built:
     base = base_image()
     context = job.work / "context"
     home = context / "root" / "opt" / "lockserve"
-    home.mkdir(parents=True)
-    shutil.copytree(deps.installed(job.requirements), context / "site", symlinks=True)
-    copy_app(home)
-    shutil.copytree(job.bundle, home / "bundle")
+    stage(job, home, context / "site")
     shutil.copy2(HERE / "entrypoint", home / "entrypoint")
     tag = f"localhost/lockserve:{resolved.md5}"
     try:

@@ -17,7 +17,7 @@ import tarfile
 from pathlib import Path
 from string import Template
 
-from package import Built, Job, PackageError, copy_app, deps
+from package import Built, Job, PackageError, stage
 
 TARGET = "systemd"
 OPTIONS = ("prefix", "python", "env_file")
@@ -70,9 +70,7 @@ def build(job: Job) -> Built:
     chosen = options(job)
     prefix = chosen["prefix"].lstrip("/")
     tree = job.work / "tree"
-    shutil.copytree(deps.installed(job.requirements), tree / "site", symlinks=True)
-    copy_app(tree)
-    shutil.copytree(job.bundle, tree / "bundle")
+    stage(job, tree, tree / "site")
     name = f"lockserve-{job.resolved.md5}-systemd.tar.gz"
     log.info("writing %s (unpack at /)", name)
     with tarfile.open(job.work / name, "w:gz", compresslevel=6) as archive:

@@ -27,16 +27,12 @@ import pytest
 import yaml
 
 from tests.conftest import PENGUIN, ROOT, run, venv_env
-from tests.containers import need_containers
-from tests.lambda_runtime import FakeRuntimeApi, http_api_v2_event, runtime_client
+from tests.containers import PODMAN, RUN, STORAGE, need_containers
+from tests.lambda_runtime import FakeRuntimeApi, http_api_v2_event, start_runtime
 from tests.servers import Server, free_port, http, json_lines
 
 pytestmark = pytest.mark.system
 
-STORAGE = ["--storage-driver", "vfs"]
-PODMAN = ["podman", *STORAGE, "--cgroup-manager", "cgroupfs", "--runtime", "runc"]
-RUN = ["run", "--rm", "--quiet", "--network", "host", "--ulimit", "nofile=1024:1024"]
-RUN += ["--ulimit", "nproc=1024:1024"]
 DEBIAN_PYTHON = "/usr/bin/python3.11"
 BODY = {"instances": [PENGUIN]}
 
@@ -148,35 +144,6 @@ def test_package_refuses_what_does_not_verify(repo, tmp_path):
 # -- AWS Lambda
 
 
-def lambda_env(api: FakeRuntimeApi, task: Path) -> dict[str, str]:
-    """What Lambda's python runtime sets, and nothing of this machine's Python set-up: the zip
-    first on the path, then only the runtime interface client (Lambda's /var/runtime)."""
-    runtime = runtime_client(task.parent / f"{task.name}-runtime")
-    return {
-        "PATH": "/usr/bin:/bin",
-        "AWS_LAMBDA_RUNTIME_API": api.address,
-        "LAMBDA_TASK_ROOT": str(task),
-        "PYTHONPATH": f"{task}:{runtime}",
-        "_HANDLER": "api.lambda_handler.handler",
-        "AWS_LAMBDA_FUNCTION_NAME": "lockserve",
-        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024",
-        "TZ": ":UTC",
-    }
-
-
-def start_runtime(api: FakeRuntimeApi, task: Path, log: Path) -> subprocess.Popen:
-    # -S: no site-packages at all, so everything imported comes from the zip
-    python = sys._base_executable  # the interpreter, not this virtualenv
-    return subprocess.Popen(
-        [python, "-S", "-m", "awslambdaric", "api.lambda_handler.handler"],
-        cwd=task,
-        env=lambda_env(api, task),
-        stdout=open(log, "wb"),  # noqa: SIM115 - the child holds it
-        stderr=subprocess.STDOUT,
-    )
-
-
 @pytest.fixture(scope="module")
 def task(dist, tmp_path_factory) -> Path:
     """The Lambda zip unpacked, as Lambda unpacks it into /var/task."""
@@ -193,11 +160,9 @@ def task(dist, tmp_path_factory) -> Path:
 
 def test_lambda_answers_through_the_runtime_client(task, v1, tmp_path):
     with FakeRuntimeApi() as api:
-        started = time.perf_counter()
         proc = start_runtime(api, task, tmp_path / "lambda.log")
         try:
             kind, answer = api.invoke(http_api_v2_event("POST", "/predict", BODY))
-            cold_s = time.perf_counter() - started
             assert kind == "response", answer
             assert answer["statusCode"] == 200, answer
             body = json.loads(answer["body"])
@@ -219,7 +184,6 @@ def test_lambda_answers_through_the_runtime_client(task, v1, tmp_path):
     log = json_lines((tmp_path / "lambda.log").read_text())
     ready = [line for line in log if line.get("msg", "").startswith(f"model {v1['md5']} ready")]
     assert len(ready) == 1  # one cold start for three invocations
-    print(f"Lambda cold start to first answer: {cold_s:.2f} s")
 
 
 def test_lambda_refuses_a_changed_model(task, v1, tmp_path):
