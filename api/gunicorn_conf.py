@@ -6,6 +6,8 @@ stops the server before it listens, and workers share the loaded model's memory.
 
 import logging
 import os
+import queue
+import signal
 import sys
 import tempfile
 import time
@@ -48,6 +50,31 @@ def when_ready(server: object) -> None:
 
     app = server.app.callable  # type: ignore[attr-defined]
     write_state(state_path(pidfile), "started", os.getpid(), variants=served(app))
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+
+
+def post_fork(server: object, worker: object) -> None:
+    """Keep a stop signal that reaches a worker before its own handlers are set.
+
+    A forked worker starts with the master's signal handler, which only queues a signal in
+    the master's queue (the worker's copy of it). A SIGTERM sent in that moment (the master
+    stopping just after it spawned a worker, or a whole process group stopped during a
+    reload) would be lost, and the worker would serve on until the graceful timeout kills it.
+    So the worker takes the default action for stop signals from here on, and one already
+    queued (received, or pending in the master when it forked) ends it before it serves.
+    """
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+    pending = server.SIG_QUEUE  # type: ignore[attr-defined] - the worker's copy: ours to drain
+    while True:
+        try:
+            sig = pending.get_nowait()
+        except queue.Empty:
+            return
+        if sig in STOP_SIGNALS:
+            os.kill(os.getpid(), sig)
 
 
 def post_worker_init(worker: object) -> None:
