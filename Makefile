@@ -9,7 +9,7 @@ DVC    := $(BIN)/dvc
 export PATH := $(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data init pipeline run serve test clients proto lint push pull lock clean bench bench-pipeline bench-protocols bench-tools soak deploy package package-tools bench-package s3-up s3-down reload browser mutation
+.PHONY: help setup data init pipeline run serve test clients proto lint push pull lock clean bench bench-pipeline bench-protocols bench-tools soak deploy package package-tools bench-package bench-page s3-up s3-down reload web browser mutation
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -47,10 +47,10 @@ pipeline: data .dvc/plots-page.html  ## pull what the default remote holds, repr
 
 run: pipeline serve  ## set up, reproduce or pull the pipeline, then serve on :8000
 
-serve: setup  ## gunicorn + uvicorn workers on $$HOST:$$PORT (127.0.0.1:8000), WEB_CONCURRENCY workers
+serve: setup web  ## gunicorn + uvicorn workers on $$HOST:$$PORT (127.0.0.1:8000), WEB_CONCURRENCY workers
 	$(BIN)/gunicorn -c api/gunicorn_conf.py api.main:app
 
-test: data lint browser clients package-tools .dvc/plots-page.html  ## set up, then lint and the whole test suite
+test: data lint web browser clients package-tools .dvc/plots-page.html  ## set up, then lint and the whole test suite
 	$(BIN)/python -m pytest -vv
 
 mutation: setup  ## mutmut over the modules [tool.mutmut] only_mutate lists, with the fast tests (not in `make test`)
@@ -63,7 +63,7 @@ proto: setup  ## regenerate the gRPC stubs in api/proto from its .proto (committ
 reload:  ## zero-downtime reload of serving.yaml: prints "reloaded: <variants, md5s>" or "refused: <reason>" (exit 1)
 	@$(BIN)/python -m api.reload
 
-deploy: $(VENV)/.installed-api  ## deploy host: api deps only, fetch + verify the model LOCKSERVE_REV (HEAD) pins, serve
+deploy: $(VENV)/.installed-api web  ## deploy host: api deps only, fetch + verify the model LOCKSERVE_REV (HEAD) pins, serve
 	LOCKSERVE_REV=$${LOCKSERVE_REV:-HEAD} $(BIN)/gunicorn -c api/gunicorn_conf.py api.main:app
 
 s3-up: setup  ## start a local SeaweedFS S3 server (state in .s3-local/); prints the env to export
@@ -78,7 +78,19 @@ s3-down: setup  ## stop the local SeaweedFS S3 server
 	npm ci --prefix tools/plots --no-audit --no-fund --loglevel=error
 	$(BIN)/python -m tools.plots_page $@
 
-browser:  ## headless Chromium (Debian's chromium) for the plots test, if missing
+# onnxruntime-web (on-device inference on the page) and swagger-ui-dist (/docs offline) from the
+# npm registry, pinned in web/package-lock.json; the service serves the copies in api/page/vendor.
+WEB_FILES := onnxruntime-web/dist/ort.wasm.bundle.min.mjs onnxruntime-web/dist/ort-wasm-simd-threaded.wasm \
+  swagger-ui-dist/swagger-ui-bundle.js swagger-ui-dist/swagger-ui.css swagger-ui-dist/favicon-32x32.png
+api/page/vendor/.installed: web/package-lock.json
+	npm ci --prefix web --ignore-scripts --no-audit --no-fund --loglevel=error
+	rm -rf api/page/vendor && mkdir -p api/page/vendor
+	cp $(addprefix web/node_modules/,$(WEB_FILES)) api/page/vendor/
+	touch $@
+
+web: api/page/vendor/.installed  ## the page's vendored files (onnxruntime-web, Swagger UI) into api/page/vendor
+
+browser:  ## headless Chromium (Debian's chromium) for the browser tests, if missing
 	@test -x /usr/bin/chromium || \
 	  (apt-get update -q && apt-get install -y -q --no-install-recommends chromium)
 
@@ -89,7 +101,7 @@ package-tools:  ## buildah, podman, skopeo, runc, mmdebstrap, systemd-analyze an
 	  (apt-get update -q && apt-get install -y -q --no-install-recommends \
 	    buildah podman skopeo mmdebstrap runc systemd python3.11)
 
-package: pipeline package-tools  ## TARGET=oci|lambda|systemd|all (all) [SET="prefix=/srv/x ..."]: the model LOCKSERVE_REV (HEAD) pins, as deployable artifacts in dist/
+package: pipeline web package-tools  ## TARGET=oci|lambda|systemd|all (all) [SET="prefix=/srv/x ..."]: the model LOCKSERVE_REV (HEAD) pins, as deployable artifacts in dist/
 	$(BIN)/python -m package --target $(or $(TARGET),all) $(foreach option,$(SET),--set $(option))
 
 bench-tools:  ## Apache Bench (ab) from Debian's apache2-utils, if missing
@@ -104,8 +116,11 @@ soak: pipeline  ## 10 minutes of mixed good and bad requests across a reload eve
 bench-protocols: setup  ## gRPC vs REST (lockserve JSON, OIP, MLflow) on one server, one load generator; writes bench/results and README
 	$(BIN)/python -m bench.protocols
 
-bench-package: pipeline package-tools  ## the three artifacts' sizes, build times and start to first answer vs the repo's own server; writes bench/results and README
+bench-package: pipeline web package-tools  ## the three artifacts' sizes, build times and start to first answer vs the repo's own server; writes bench/results and README
 	$(BIN)/python -m bench.package $(if $(RUNS),--runs $(RUNS))
+
+bench-page: pipeline web browser  ## the page in headless Chromium: on-device parity and timings vs the server, and docs/page.png; writes bench/results and README
+	$(BIN)/python -m bench.page $(if $(RUNS),--runs $(RUNS))
 
 bench-pipeline: setup  ## dvc repro at 100k and 1M rows (ROWS="..." for others) vs the bare fit; writes bench/results and README
 	$(BIN)/python -m bench.pipeline $(if $(ROWS),--rows $(ROWS))
@@ -134,4 +149,4 @@ lock:  ## re-pin every dependency from pyproject.toml (needs uv in .venv)
 	  -o requirements/clients.lock
 
 clean:  ## remove the virtualenv and caches (not the DVC cache or remote)
-	rm -rf $(VENV) $(CLIENTS) .pytest_cache .ruff_cache mutants
+	rm -rf $(VENV) $(CLIENTS) .pytest_cache .ruff_cache mutants web/node_modules api/page/vendor

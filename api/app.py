@@ -205,6 +205,8 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False},
         lifespan=lifespan,
         redirect_slashes=False,  # /predict/ is not /predict: a 404 that says so, no redirect
+        docs_url=None,  # served from local files by api/protocols/docs.py
+        redoc_url=None,
     )
     app.openapi = lambda: _openapi_with(app, request_model)  # type: ignore[method-assign]
     errors.install(app)

@@ -60,6 +60,7 @@ class ServedModel:
             "metrics": self.resolved.metrics,
             "libraries": meta.get("libraries", {}),
             "input_schema": self.artifact.schema.to_json(),
+            "example": meta.get("example"),
         }
 
 

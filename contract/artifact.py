@@ -3,7 +3,8 @@
   model.pkl        sklearn Pipeline(preprocess, estimator): raw feature columns in; class
                    probabilities (classification) or values (regression) out
   schema.json      the input schema (contract.schema)
-  metadata.json    format, task, estimator, train params, classes, training data, libraries
+  metadata.json    format, task, estimator, train params, classes, training data, libraries,
+                   one real training row (`example`, the service page's starting values)
   preprocess.json  the preprocessing as data (contract.features)
   model.onnx       (when skl2onnx converts the estimator) the estimator alone: float32 input in
                    preprocess.json order -> OUTPUTS[task]

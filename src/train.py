@@ -23,6 +23,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from contract import artifact
+from contract.schema import Schema
 from src import estimators, onnx_export
 from src.stage import (
     StageError,
@@ -53,6 +54,22 @@ def gate_limit(params: dict[str, Any], task: str, y: np.ndarray) -> tuple[float,
         return float(tolerance), None
     spread = float(np.std(y))
     return float(tolerance) * spread, spread
+
+
+def example_row(raw: pd.DataFrame, schema: Schema) -> dict[str, Any]:
+    """One real training row for people to start from (the service's page fills its form with
+    it): the first with every feature present, else the first; missing values as None."""
+    frame = raw[schema.names]
+    complete = frame.dropna()
+    row = (complete if len(complete) else frame).iloc[0]
+    return {
+        f.name: None
+        if pd.isna(row[f.name])
+        else float(row[f.name])
+        if f.type == "number"
+        else str(row[f.name])
+        for f in schema.features
+    }
 
 
 def run(
@@ -97,6 +114,7 @@ def run(
         "target": target,
         "model_inputs": list(x.columns),
         "training_data": {"md5": md5_file(train_path), "rows": len(x)},
+        "example": example_row(pd.read_parquet(prepared / "train.parquet"), schema),
         "libraries": {
             "python": ".".join(platform.python_version_tuple()[:2]),
             "scikit-learn": sklearn.__version__,

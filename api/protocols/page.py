@@ -1,0 +1,127 @@
+"""The page for people at /, and what inference on their device needs.
+
+  GET /                  the page (api/page/): a form generated from the served model's schema,
+                         batch scoring of a CSV, and the same model run in the browser
+  GET /page/...          its scripts and styles, and the vendored onnxruntime-web (`make web`)
+  GET /model/onnx        the ONNX graph and the preprocessing spec of the primary variant
+  GET /model/preprocess  (``?variant=NAME`` for another), the very bytes of the md5-verified
+                         artifact; ETag is the artifact's md5 (the version dvc.lock pins) and
+                         X-Content-SHA256 the SHA-256 of the body, which the page checks before
+                         it runs anything. With ``?md5=`` naming the served md5 the URL names
+                         one version, so it is cached as immutable; without, it is revalidated.
+
+The page knows nothing of any dataset: the form, the batch columns and the on-device
+preprocessing all come from the artifact's schema and preprocess.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import zipfile
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+from api.core import Core
+from api.errors import error_response
+from api.settings import Settings
+
+if TYPE_CHECKING:
+    from api.app import LockserveApp
+
+log = logging.getLogger("lockserve.page")
+
+PAGE = Path(__file__).resolve().parent.parent / "page"
+VENDORED = ("ort.wasm.bundle.min.mjs", "ort-wasm-simd-threaded.wasm", "swagger-ui-bundle.js")
+IMMUTABLE = "public, max-age=31536000, immutable"
+REVALIDATE = "no-cache"
+MEMBERS = {
+    "onnx": ("model.onnx", "application/octet-stream"),
+    "preprocess": ("preprocess.json", "application/json"),
+}
+
+
+def _member(data: bytes, name: str) -> bytes | None:
+    """One member of a verified artifact zip, byte for byte, or None when it has none."""
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        return zf.read(name) if name in zf.namelist() else None
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    if not if_none_match:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+    return "*" in tags or etag in tags
+
+
+def install(app: LockserveApp, core: Core, settings: Settings) -> None:
+    """Add the page, its assets and the on-device model files."""
+    store = core.store
+    primary = core.strategy.primary
+    missing = [name for name in VENDORED if not (PAGE / "vendor" / name).is_file()]
+    if missing:
+        log.warning(
+            "api/page/vendor lacks %s (`make web` installs them): the page answers from the "
+            "server only and /docs has no Swagger UI",
+            ", ".join(missing),
+        )
+    index = (PAGE / "index.html").read_text().replace("{{max_batch}}", str(settings.max_batch))
+    router = APIRouter(include_in_schema=False)
+
+    @cache
+    def body(variant: str, what: str) -> tuple[bytes, str] | None:
+        member = _member(store.get(variant).resolved.data, MEMBERS[what][0])
+        return None if member is None else (member, hashlib.sha256(member).hexdigest())
+
+    def model_file(what: str, request: Request, variant: str | None, md5: str | None) -> Response:
+        name = variant or primary
+        if name not in store.variants():
+            return error_response(
+                404, f"no variant {name!r}: this server serves {', '.join(store.variants())}"
+            )
+        served = store.get(name)
+        if md5 is not None and md5 != served.md5:
+            return error_response(
+                404, f"variant {name!r} serves md5 {served.md5}, not {md5}: reload the page"
+            )
+        found = body(name, what)
+        if found is None:
+            return error_response(
+                404,
+                f"variant {name!r} (md5 {served.md5}) has no ONNX graph (its estimator could not "
+                "be converted): it can be run on the server only",
+            )
+        data, sha256 = found
+        etag = f'"{served.md5}"'
+        headers = {
+            "ETag": etag,
+            "X-Content-SHA256": sha256,
+            "Cache-Control": IMMUTABLE if md5 is not None else REVALIDATE,
+            "Access-Control-Expose-Headers": "ETag, X-Content-SHA256",
+        }
+        if _matches(request.headers.get("if-none-match"), etag):
+            return Response(status_code=304, headers=headers)
+        return Response(data, media_type=MEMBERS[what][1], headers=headers)
+
+    @router.get("/model/onnx")
+    def onnx(request: Request, variant: str | None = None, md5: str | None = None) -> Response:
+        return model_file("onnx", request, variant, md5)
+
+    @router.get("/model/preprocess")
+    def preprocess(
+        request: Request, variant: str | None = None, md5: str | None = None
+    ) -> Response:
+        return model_file("preprocess", request, variant, md5)
+
+    @router.get("/", response_class=HTMLResponse)
+    def page() -> HTMLResponse:
+        return HTMLResponse(index, headers={"Cache-Control": REVALIDATE})
+
+    app.include_router(router)
+    app.mount("/page", StaticFiles(directory=PAGE), name="page")

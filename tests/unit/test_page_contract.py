@@ -1,0 +1,26 @@
+"""The page's JavaScript reads the artifact contract with the Python side's constants: the
+answer rule's tie margin and the graph's output names (api/page/features.js)."""
+
+import json
+import re
+
+from contract.artifact import OUTPUTS
+from contract.labels import TIE
+from tests.conftest import ROOT
+
+FEATURES_JS = (ROOT / "api/page/features.js").read_text()
+
+
+def constant(name: str) -> str:
+    found = re.search(rf"^export const {name} = (.+);$", FEATURES_JS, re.MULTILINE)
+    assert found, f"features.js declares no {name}"
+    return found.group(1)
+
+
+def test_the_tie_margin_is_the_label_rules():
+    assert float(constant("TIE")) == TIE
+
+
+def test_the_output_names_are_the_artifacts():
+    as_json = re.sub(r"(\w+):", r'"\1":', constant("OUTPUTS"))
+    assert json.loads(as_json) == OUTPUTS
