@@ -79,16 +79,16 @@ s3-down: setup  ## stop the local SeaweedFS S3 server
 	$(BIN)/python -m tools.plots_page $@
 
 # onnxruntime-web (on-device inference on the page) and swagger-ui-dist (/docs offline) from the
-# npm registry, pinned in web/package-lock.json; the service serves the copies in api/page/vendor.
+# npm registry, pinned in web/package-lock.json; the service serves the copies in api/page/static/vendor.
 WEB_FILES := onnxruntime-web/dist/ort.wasm.bundle.min.mjs onnxruntime-web/dist/ort-wasm-simd-threaded.wasm \
   swagger-ui-dist/swagger-ui-bundle.js swagger-ui-dist/swagger-ui.css swagger-ui-dist/favicon-32x32.png
-api/page/vendor/.installed: web/package-lock.json
+api/page/static/vendor/.installed: web/package-lock.json
 	npm ci --prefix web --ignore-scripts --no-audit --no-fund --loglevel=error
-	rm -rf api/page/vendor && mkdir -p api/page/vendor
-	cp $(addprefix web/node_modules/,$(WEB_FILES)) api/page/vendor/
+	rm -rf api/page/static/vendor && mkdir -p api/page/static/vendor
+	cp $(addprefix web/node_modules/,$(WEB_FILES)) api/page/static/vendor/
 	touch $@
 
-web: api/page/vendor/.installed  ## the page's vendored files (onnxruntime-web, Swagger UI) into api/page/vendor
+web: api/page/static/vendor/.installed  ## the page's vendored files (onnxruntime-web, Swagger UI) into api/page/static/vendor
 
 browser:  ## headless Chromium (Debian's chromium) for the browser tests, if missing
 	@test -x /usr/bin/chromium || \
@@ -149,4 +149,4 @@ lock:  ## re-pin every dependency from pyproject.toml (needs uv in .venv)
 	  -o requirements/clients.lock
 
 clean:  ## remove the virtualenv and caches (not the DVC cache or remote)
-	rm -rf $(VENV) $(CLIENTS) .pytest_cache .ruff_cache mutants web/node_modules api/page/vendor
+	rm -rf $(VENV) $(CLIENTS) .pytest_cache .ruff_cache mutants web/node_modules api/page/static/vendor

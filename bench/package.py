@@ -29,7 +29,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from bench import fill_readme
+from bench import publish
 from package import deps, oci, tree_bytes
 from tests.conftest import PENGUIN, venv_env
 from tests.containers import PODMAN, RUN
@@ -39,7 +39,6 @@ from tests.servers import GUNICORN, Server, free_port, http
 log = logging.getLogger("lockserve.bench")
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
 BODY = {"instances": [PENGUIN]}
 DEBIAN_PYTHON = "/usr/bin/python3.11"
 
@@ -258,11 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         "systemd_tar_bytes": built["systemd"]["files"][tar_name]["bytes"],
         "first_answer": {kind: summary(values) for kind, values in starts.items()},
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "package.json").write_text(json.dumps(result, indent=2) + "\n")
     text = render(result)
-    (RESULTS / "package.md").write_text(text + "\n")
-    fill_readme("bench-package", text)
+    publish("package", "bench-package", result, text)
     log.info("%s", text)
     return 0
 

@@ -17,7 +17,6 @@ Figures: bench/results/page.json, page.md and the README.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import statistics
@@ -28,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench import fill_readme
+from bench import publish
 from contract.artifact import read
 from tests.browser import chromium, compare, on_device, sampled, tab
 from tests.servers import GUNICORN, http, running
@@ -36,7 +35,6 @@ from tests.servers import GUNICORN, http, running
 log = logging.getLogger("lockserve.bench")
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
 SCREENSHOT = ROOT / "docs" / "page.png"
 TIMED = """async ([rows, where]) => {
   const started = performance.now();
@@ -125,11 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         "graph_bytes": len(read((ROOT / "models" / "model.zip").read_bytes()).onnx or b""),
         "times_ms": {k: summary(v) for k, v in times.items()},
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "page.json").write_text(json.dumps(result, indent=2) + "\n")
     text = render(result)
-    (RESULTS / "page.md").write_text(text + "\n")
-    fill_readme("bench-page", text)
+    publish("page", "bench-page", result, text)
     log.info("%s", text)
     return 0
 

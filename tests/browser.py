@@ -1,4 +1,5 @@
-"""Headless Chromium driven by Playwright, for the page's system tests.
+"""Headless Chromium driven by Playwright, for the system tests of the page at / and of the
+`dvc plots show` page.
 
 Chromium is Debian's /usr/bin/chromium (`make browser` installs it; Playwright's own browser
 download is never used). No host name resolves but 127.0.0.1, so a page that reaches for a CDN
@@ -56,6 +57,43 @@ class Tab:
 
     def hosts(self) -> set[str]:
         return {urlsplit(url).hostname or url for url in self.requests}
+
+
+@dataclass
+class Visit:
+    """What one page load left: its DOM, whether ``ready`` came true, and what it asked for."""
+
+    dom: str
+    ready: bool
+    requests: list[str] = field(default_factory=list)  # URLs, the page itself first
+    failed: list[str] = field(default_factory=list)  # "URL: net::ERR_..."
+    errors: list[str] = field(default_factory=list)  # uncaught exceptions, console errors
+
+
+def visit(url: str, ready: str, wait_ms: int = 30_000) -> Visit:
+    """Load ``url`` in a fresh headless Chromium; the DOM once the JavaScript expression
+    ``ready`` is true (or when ``wait_ms`` ran out)."""
+    from playwright.sync_api import TimeoutError as Timeout
+
+    with chromium() as browser:
+        page = browser.new_context().new_page()
+        requests: list[str] = []
+        failed: list[str] = []
+        errors: list[str] = []
+        page.on("request", lambda request: requests.append(request.url))
+        page.on("requestfailed", lambda request: failed.append(f"{request.url}: {request.failure}"))
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on(
+            "console",
+            lambda message: errors.append(message.text) if message.type == "error" else None,
+        )
+        page.goto(url)
+        try:
+            page.wait_for_function(ready, timeout=wait_ms)
+            done = True
+        except Timeout:
+            done = False
+        return Visit(page.content(), done, requests, failed, errors)
 
 
 @contextlib.contextmanager

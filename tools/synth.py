@@ -79,6 +79,14 @@ def write(frame: pd.DataFrame, out: Path) -> None:
         frame.to_csv(out, index=False, lineterminator="\n")
 
 
+def share(text: str) -> float:
+    """A command-line fraction in [0, 1]."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a share between 0 and 1")
+    return value
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -87,8 +95,10 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=10)
     parser.add_argument("--task", choices=TASKS, default="multiclass")
     parser.add_argument("--classes", type=int, default=3)
-    parser.add_argument("--categorical", type=float, default=0.3)
-    parser.add_argument("--missing", type=float, default=0.02)
+    parser.add_argument(
+        "--categorical", type=share, default=0.3, help="share of the features that are categories"
+    )
+    parser.add_argument("--missing", type=share, default=0.02, help="share of values missing")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--names", choices=("plain", "unicode"), default="plain")
     parser.add_argument("--labels", choices=("strings", "integers"), default="strings")

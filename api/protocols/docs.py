@@ -2,7 +2,7 @@
 on a machine with no network (FastAPI's own page loads them from a CDN).
 
 The files are swagger-ui-dist from the npm registry, pinned in web/package-lock.json and copied
-into api/page/vendor/ by `make web`.
+into api/page/static/vendor/ by `make web`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
   GET /                  the page (api/page/): a form generated from the served model's schema,
                          batch scoring of a CSV, and the same model run in the browser
-  GET /page/...          its scripts and styles, and the vendored onnxruntime-web (`make web`)
+  GET /page/...          its scripts and styles (api/page/static), and the vendored
+                         onnxruntime-web and Swagger UI (`make web`); revalidated by ETag
   GET /model/onnx        the ONNX graph and the preprocessing spec of the primary variant
   GET /model/preprocess  (``?variant=NAME`` for another), the very bytes of the md5-verified
                          artifact; ETag is the artifact's md5 (the version dvc.lock pins) and
@@ -22,7 +23,7 @@ import logging
 import zipfile
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("lockserve.page")
 
 PAGE = Path(__file__).resolve().parent.parent / "page"
+STATIC = PAGE / "static"
 VENDORED = ("ort.wasm.bundle.min.mjs", "ort-wasm-simd-threaded.wasm", "swagger-ui-bundle.js")
 IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
@@ -64,14 +66,19 @@ def install(app: LockserveApp, core: Core, settings: Settings) -> None:
     """Add the page, its assets and the on-device model files."""
     store = core.store
     primary = core.strategy.primary
-    missing = [name for name in VENDORED if not (PAGE / "vendor" / name).is_file()]
+    missing = [name for name in VENDORED if not (STATIC / "vendor" / name).is_file()]
     if missing:
         log.warning(
-            "api/page/vendor lacks %s (`make web` installs them): the page answers from the "
+            "api/page/static/vendor lacks %s (`make web` installs them): the page answers from the "
             "server only and /docs has no Swagger UI",
             ", ".join(missing),
         )
-    index = (PAGE / "index.html").read_text().replace("{{max_batch}}", str(settings.max_batch))
+    index = (
+        (PAGE / "index.html")
+        .read_text()
+        .replace("{{max_batch}}", str(settings.max_batch))
+        .replace("{{max_body_bytes}}", str(settings.max_body_bytes))
+    )
     router = APIRouter(include_in_schema=False)
 
     @cache
@@ -124,4 +131,14 @@ def install(app: LockserveApp, core: Core, settings: Settings) -> None:
         return HTMLResponse(index, headers={"Cache-Control": REVALIDATE})
 
     app.include_router(router)
-    app.mount("/page", StaticFiles(directory=PAGE), name="page")
+    app.mount("/page", Revalidated(directory=STATIC), name="page")
+
+
+class Revalidated(StaticFiles):
+    """Static files a browser revalidates (ETag, 304) before each use, so an upgraded server's
+    page never runs with last version's scripts."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers["Cache-Control"] = REVALIDATE
+        return response

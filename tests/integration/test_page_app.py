@@ -100,14 +100,21 @@ def test_an_artifact_without_a_graph_is_a_404_naming_why(artifacts):
 def test_the_page_and_its_files_are_served_with_the_batch_limit(two):
     r = two.get("/")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
-    assert 'data-max-batch="7"' in r.text
+    assert 'data-max-batch="7"' in r.text and f'data-max-body-bytes="{1 << 20}"' in r.text
     assert r.headers["cache-control"] == "no-cache"
     sources = re.findall(r'(?:src|href)="(/page/[^"]+)"', r.text)
     assert sources  # the page's own script and style, nothing from elsewhere
     assert not re.search(r'(?:src|href)="https?:', r.text)
     for name in (*PAGE_FILES, *(f"vendor/{v}" for v in VENDORED)):
         assert two.get(f"/page/{name}").status_code == 200, name
-    assert two.get("/page/app.js").headers["content-type"].startswith("text/javascript")
+    script = two.get("/page/app.js")
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert script.headers["cache-control"] == "no-cache" and script.headers["etag"]
+    assert (
+        two.get("/page/app.js", headers={"if-none-match": script.headers["etag"]}).status_code
+        == 304
+    )
+    assert two.get("/page/index.html").status_code == 404  # the template is served at / only
     assert two.get("/page/vendor/ort-wasm-simd-threaded.wasm").headers["content-type"] == (
         "application/wasm"
     )

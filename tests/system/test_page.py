@@ -23,7 +23,7 @@ from contract.artifact import read
 from contract.features import FeatureBuilder
 from tests.browser import chromium, compare, instances, on_device, sampled, tab
 from tests.conftest import ROOT, build_table_artifact, pinned_repo
-from tests.servers import GUNICORN, http, running
+from tests.servers import GUNICORN, http, json_lines, running
 
 pytestmark = pytest.mark.system
 
@@ -203,12 +203,64 @@ def test_a_bad_value_shows_the_apis_message_beside_its_field(browser, server, tm
         assert seen.exceptions == []
         # the one console error is Chromium's note of the 422 response itself
         assert all("status of 422" in e for e in seen.console_errors), seen.console_errors
+        # a row the API refuses as a whole is named by its line, with no column
+        names = [f["name"] for f in features]
+        sparse = {
+            f["name"]: None if f["nullable"] else model["example"][f["name"]] for f in features
+        }
+        blank = ",".join(names) + "\r\n" + ",".join(str(sparse[n] or "") for n in names) + "\r\n"
+        status, whole = http("POST", server.base + "/predict", {"instances": [sparse]})
+        assert status == 422 and "field" not in whole["error"]["details"][0]
+        page.fill("#batch-csv", blank)
+        page.click("#batch-run")
+        page.wait_for_selector("#batch-error:not([hidden])")
+        assert page.inner_text("#batch-error") == (
+            f"line 2: {whole['error']['details'][0]['message']}"
+        )
+        # no answer at all: said on the page, nothing thrown
+        page.route(lambda url: url.endswith("/predict"), lambda route: route.abort())
+        page.click("#predict")
+        page.wait_for_selector("#form-error:not([hidden])")
+        assert page.inner_text("#form-error").startswith("the server did not answer")
+        page.unroute(lambda url: url.endswith("/predict"))
+        assert seen.exceptions == []
+        page.unroute_all()
         page.click("#reset")
         page.click("#predict")
         page.wait_for_selector("#server-answer:not([hidden])")
         shot = tmp_path / "page.png"
         page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 30_000  # a blank page is a few kilobytes
+
+
+TRICKY_CSV = [
+    "a,b\r\n1,2\r\n",
+    'a,b\n"x, y","say ""hi"""\n',
+    'a,b\n"two\nlines",2\n',
+    "height,b\n5'11\",1\n6'0\",2\n",  # a quote inside a cell that does not start with one
+    'a,b\nabc "x" def,2\n',
+    'a,b\n"ab"cd,2\n',
+    "a,b\n\n1,2\n\n\n",
+    "a,b\n1,2",
+    "\ufeffa,b\n1,2\n",
+    "a,b\n,\n",
+]
+
+
+def test_the_csv_reader_reads_what_pythons_csv_module_reads(browser, server):
+    with tab(browser, server.base + "/") as seen:
+        for text in TRICKY_CSV:
+            got = seen.page.evaluate(
+                "(text) => window.lockserve.parseCSV(text).map((row) => row.cells)", text
+            )
+            want = [r for r in csv.reader(io.StringIO(text.removeprefix("\ufeff"))) if r]
+            assert got == want, text
+        unclosed = seen.page.evaluate(
+            """() => { try { window.lockserve.parseCSV('a,b\\n"open,1\\n2,3\\n'); }
+                       catch (error) { return error.message; } }"""
+        )
+        assert unclosed == "the quoted cell that starts on line 2 is never closed"
+        assert seen.exceptions == []
 
 
 def test_docs_render_every_operation_with_the_network_off(browser, server):
@@ -267,6 +319,8 @@ def test_any_schema_and_strategy(browser, request, tmp_path, case):
             tmp_path / "log",
             LOCKSERVE_REPO=str(repo),
             LOCKSERVE_SERVING_FILE=str(tmp_path / "serving.yaml"),
+            LOCKSERVE_MAX_BATCH="25",  # the table below takes several requests:
+            LOCKSERVE_MAX_BODY_BYTES="2048",  # by rows, and by bytes
         ) as server,
         tab(browser, server.base + "/") as seen,
     ):
@@ -283,14 +337,36 @@ def test_any_schema_and_strategy(browser, request, tmp_path, case):
         else:
             assert int(shown) in schema.classes
         options = page.locator("#device-variant option").all_inner_texts()
-        assert [o.split(" ")[0] for o in options] == ["a", "b"]
+        assert options[0] == "the variant that answered"
+        assert [o.split(" ")[0] for o in options[1:]] == ["a", "b"]
         rows = sampled(schema, None, 60)
         for variant, tag in (("a", "v1"), ("b", "v2")):
             device = on_device(page, rows, variant)
             assert device["model"]["md5"] == md5s[tag]
             expected = [served_output(versions[tag], rows)]
             assert compare(expected[0], device["predictions"]) <= PARITY
+        # a table: one routing key, so one variant answers every request, and every row
+        # names the variant that answered it
+        text = io.StringIO()
+        writer = csv.writer(text)
+        writer.writerow(schema.names)
+        writer.writerows([["" if r[n] is None else r[n] for n in schema.names] for r in rows])
+        page.fill("#batch-csv", text.getvalue())
+        page.click("#batch-run")
+        page.wait_for_selector("#batch-status[data-done=true]")
+        back = list(csv.DictReader(io.StringIO(page.get_attribute("#batch-download", "data-csv"))))
+        assert len(back) == len(rows) and len({r["md5"] for r in back}) == 1
+        tag = next(t for t, m in md5s.items() if m == back[0]["md5"])
+        want = served_output(versions[tag], rows)
+        if schema.task == "regression":
+            assert [float(r[f"predicted_{schema.target}"]) for r in back] == [
+                w["value"] for w in want
+            ]
+        else:
+            assert [int(r["label"]) for r in back] == [w["label"] for w in want]
         assert seen.exceptions == [] and seen.console_errors == []
+    requests = [line for line in json_lines(server.output()) if line.get("path") == "/predict"]
+    assert len(requests) >= 4 and all(line["status"] == 200 for line in requests)
 
 
 def served_output(data: bytes, rows: list[dict]) -> list[dict]:

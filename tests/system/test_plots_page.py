@@ -25,7 +25,7 @@ import yaml
 from dvc_render.base import Renderer
 from dvc_render.html import PAGE_HTML
 
-from tests.chromium import Visit, visit
+from tests.browser import Visit, visit
 from tests.conftest import ROOT, dvc, run
 
 pytestmark = pytest.mark.system
@@ -46,8 +46,8 @@ def plots_show(repo: Path, out: Path, *args: str) -> Path:
     return out / "index.html"
 
 
-def browse(page: Path, tmp: Path) -> Visit:
-    return visit(page.as_uri(), SETTLED, tmp / f"chromium-{page.parent.name}")
+def browse(page: Path) -> Visit:
+    return visit(page.as_uri(), SETTLED)
 
 
 # --- the DOM Chromium leaves -----------------------------------------------------------------
@@ -176,9 +176,9 @@ CHECKS: dict[str, Callable[[Element, pd.DataFrame, str], None]] = {
 }
 
 
-def check_page(page: Path, repo: Path, task: str, tmp: Path) -> None:
+def check_page(page: Path, repo: Path, task: str) -> None:
     """Chromium draws every plot of ``repo`` on ``page``, requesting nothing but the page."""
-    seen = browse(page, tmp)
+    seen = browse(page)
     assert seen.requests == [page.as_uri()], seen.requests
     assert seen.failed == [] and seen.errors == [], (seen.failed, seen.errors)
     assert seen.ready
@@ -261,12 +261,12 @@ def test_classification_page_draws_every_plot_offline(tmp_path):
     assert params["prepare"]["task"] == "classification"
     page_template()
     page = plots_show(ROOT, tmp_path / "plots")
-    check_page(page, ROOT, "classification", tmp_path)
+    check_page(page, ROOT, "classification")
 
 
 def test_regression_page_draws_every_plot_offline(regression_repo, tmp_path):
     page = plots_show(regression_repo, tmp_path / "plots")
-    check_page(page, regression_repo, "regression", tmp_path)
+    check_page(page, regression_repo, "regression")
 
 
 def test_default_cdn_page_needs_the_network(regression_repo, tmp_path):
@@ -274,7 +274,7 @@ def test_default_cdn_page_needs_the_network(regression_repo, tmp_path):
     default = tmp_path / "default.html"
     default.write_text(PAGE_HTML)
     page = plots_show(regression_repo, tmp_path / "plots", "--html-template", str(default))
-    seen = browse(page, tmp_path)
+    seen = browse(page)
     cdn = [url for url in seen.requests if url.startswith("https://cdn.jsdelivr.net/")]
     assert len(cdn) == 3 and len(seen.failed) == 3, (seen.requests, seen.failed)
     assert any("vegaEmbed is not defined" in error for error in seen.errors), seen.errors

@@ -18,12 +18,15 @@ async function getJSON(url) {
   return body;
 }
 
-async function predictOnServer(instances) {
-  const response = await fetch("/predict", {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ instances }),
-  });
+async function predictOnServer(instances, routingKey = null) {
+  const headers = { "content-type": "application/json" };
+  if (routingKey) headers["x-routing-key"] = routingKey;
+  let response;
+  try {
+    response = await fetch("/predict", { method: "POST", headers, body: JSON.stringify({ instances }) });
+  } catch (error) {
+    return { ok: false, status: 0, body: { error: { message: `the server did not answer (${error.message})` } } };
+  }
   let body = null;
   try {
     body = await response.json();
@@ -40,6 +43,9 @@ function hex(buffer) {
 }
 
 async function verifiedBytes(url) {
+  if (!globalThis.crypto?.subtle) {
+    throw new Error("this page is not a secure context (https or localhost), so it cannot check the model's SHA-256; on-device inference is off");
+  }
   const response = await fetch(url);
   if (!response.ok) {
     const body = await response.json().catch(() => null);
@@ -47,9 +53,6 @@ async function verifiedBytes(url) {
   }
   const expected = response.headers.get("x-content-sha256");
   const bytes = await response.arrayBuffer();
-  if (!globalThis.crypto?.subtle) {
-    throw new Error("this page is not a secure context (https or localhost), so it cannot check the model's SHA-256; on-device inference is off");
-  }
   const found = hex(await crypto.subtle.digest("SHA-256", bytes));
   if (!expected || found !== expected) {
     throw new Error(`${url}: SHA-256 ${found} does not match the header's ${expected}; not run`);
@@ -232,7 +235,9 @@ function showErrors(schema, body, status) {
     }
   }
   if (!placed) {
-    $("form-error").textContent = error.message || `HTTP ${status}`;
+    // the form holds one instance: "instance 0: " says nothing here
+    const message = (error.message || `HTTP ${status}`).replace(/^instance 0(, field '[^']*')?: /, "");
+    $("form-error").textContent = message;
     $("form-error").hidden = false;
   }
 }
@@ -307,7 +312,9 @@ async function submit(event) {
     status.hidden = false;
     status.textContent = "running on this device…";
     try {
-      const local = await predictOnDevice([instance], $("device-variant").value);
+      // by default the variant that answered on the server (a canary or bandit picks one)
+      const variant = $("device-variant").value || answer.body.model.variant;
+      const local = await predictOnDevice([instance], variant);
       const t = local.timings;
       const same = local.model.md5 === answer.body.model.md5;
       const diff = same ? ` · largest difference from the server ${largestDifference(server, local.predictions[0]).toExponential(2)}` : "";
@@ -324,26 +331,42 @@ async function submit(event) {
 
 // ---- a table ---------------------------------------------------------------------------------
 
-/** RFC 4180 CSV: quoted fields may hold commas, quotes ("") and line breaks. */
+// What the pipeline reads as missing in a raw table (src/tables.py NA_VALUES; a unit test
+// holds the two lists equal), and a number as pandas reads one: decimal, nothing else.
+export const MISSING = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"];
+const NUMBER = /^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$/;
+const SHOWN_ROWS = 500;
+
+/** RFC 4180 CSV: a cell that starts with a quote may hold commas, line breaks and doubled
+ * quotes; a quote anywhere else is an ordinary character. Rows that are blank are skipped.
+ * Each row comes with the line it starts on. */
 export function parseCSV(text) {
   const rows = [];
-  let row = [], field = "", quoted = false;
-  for (let i = 0; i < text.length; i++) {
+  let row = [], field = "", line = 1, start = 1, quotedFrom = 0, i = 0;
+  if (text.charCodeAt(0) === 0xfeff) i = 1;  // a byte order mark
+  const endRow = () => {
+    row.push(field);
+    field = "";
+    if (row.length > 1 || row[0].trim() !== "") rows.push({ line: start, cells: row });
+    row = [];
+  };
+  for (; i < text.length; i++) {
     const c = text[i];
-    if (quoted) {
+    if (quotedFrom) {
       if (c === '"' && text[i + 1] === '"') { field += '"'; i++; }
-      else if (c === '"') quoted = false;
-      else field += c;
-    } else if (c === '"') quoted = true;
+      else if (c === '"') quotedFrom = 0;
+      else { if (c === "\n") line++; field += c; }
+    } else if (c === '"' && field === "") quotedFrom = line;
     else if (c === ",") { row.push(field); field = ""; }
     else if (c === "\n" || c === "\r") {
       if (c === "\r" && text[i + 1] === "\n") i++;
-      row.push(field); field = "";
-      if (row.length > 1 || row[0] !== "") rows.push(row);
-      row = [];
+      endRow();
+      line++;
+      start = line;
     } else field += c;
   }
-  if (field !== "" || row.length) { row.push(field); rows.push(row); }
+  if (quotedFrom) throw new Error(`the quoted cell that starts on line ${quotedFrom} is never closed`);
+  if (field !== "" || row.length) endRow();
   return rows;
 }
 
@@ -352,34 +375,65 @@ function csvCell(value) {
   return /[",\r\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
 }
 
-const MISSING = new Set(["", "NA", "N/A", "NaN", "nan", "null", "None"]);
-
 function instancesFromTable(schema, rows) {
   if (rows.length < 2) throw new Error("the CSV needs a header row and at least one row");
-  const header = rows[0].map((h) => h.trim());
-  const missing = schema.features.map((f) => f.name).filter((n) => !header.includes(n));
-  if (missing.length) throw new Error(`the CSV has no column ${missing.map((m) => `'${m}'`).join(", ")}`);
-  const at = Object.fromEntries(schema.features.map((f) => [f.name, header.indexOf(f.name)]));
-  return rows.slice(1).map((cells, r) => {
+  const header = rows[0].cells;
+  const at = {};
+  const absent = [];
+  for (const f of schema.features) {
+    let i = header.indexOf(f.name);
+    if (i < 0) i = header.findIndex((h) => h.trim() === f.name.trim());
+    if (i < 0) absent.push(`'${f.name}'`);
+    at[f.name] = i;
+  }
+  if (absent.length) throw new Error(`the CSV has no column ${absent.join(", ")}`);
+  return rows.slice(1).map(({ line, cells }) => {
     if (cells.length !== header.length) {
-      throw new Error(`CSV row ${r + 1} has ${cells.length} cells, the header ${header.length}`);
+      throw new Error(`line ${line} has ${cells.length} cells, the header ${header.length}`);
     }
     return Object.fromEntries(schema.features.map((f) => {
       const cell = cells[at[f.name]];
-      if (MISSING.has(cell.trim())) return [f.name, null];
-      if (f.type === "number") {
-        const number = Number(cell);
-        return [f.name, cell.trim() !== "" && Number.isFinite(number) ? number : cell];
-      }
+      if (MISSING.includes(cell) || (f.type === "number" && cell.trim() === "")) return [f.name, null];
+      if (f.type === "number") return [f.name, NUMBER.test(cell) ? Number(cell) : cell];
       return [f.name, cell];
     }));
   });
 }
 
+/** Requests of at most MAX_BATCH rows and within the server's body limit. */
+function chunks(instances) {
+  const limit = Math.floor((Number(document.body.dataset.maxBodyBytes) || 1 << 20) * 0.9);
+  const encoder = new TextEncoder();
+  const out = [];
+  let start = 0, bytes = 0;
+  instances.forEach((instance, i) => {
+    const size = encoder.encode(JSON.stringify(instance)).length + 1;
+    if (i > start && (i - start >= MAX_BATCH || bytes + size > limit)) {
+      out.push([start, i]);
+      start = i;
+      bytes = 0;
+    }
+    bytes += size;
+  });
+  if (instances.length) out.push([start, instances.length]);
+  return out;
+}
+
+function randomKey() {
+  return Array.from({ length: 16 }, () => Math.floor(Math.random() * 16).toString(16)).join("");
+}
+
 async function runBatch() {
   const schema = state.schema;
   const error = $("batch-error"), status = $("batch-status");
+  const fail = (message) => {
+    error.textContent = message;
+    error.hidden = false;
+    status.hidden = true;
+  };
   error.hidden = true;
+  status.hidden = true;
+  delete status.dataset.done;
   $("batch-download").hidden = true;
   $("batch-table").replaceChildren();
   let rows, instances;
@@ -387,36 +441,38 @@ async function runBatch() {
     rows = parseCSV($("batch-csv").value);
     instances = instancesFromTable(schema, rows);
   } catch (e) {
-    error.textContent = e.message;
-    error.hidden = false;
+    fail(e.message);
     return;
   }
   status.hidden = false;
-  delete status.dataset.done;
-  const predictions = [];
-  let model = null;
   const started = performance.now();
-  for (let start = 0; start < instances.length; start += MAX_BATCH) {
-    status.textContent = `scoring rows ${start + 1}–${Math.min(start + MAX_BATCH, instances.length)} of ${instances.length}…`;
-    const answer = await predictOnServer(instances.slice(start, start + MAX_BATCH));
+  const key = randomKey();  // one routing key: a canary answers the whole table from one variant
+  const answers = [];
+  for (const [from, to] of chunks(instances)) {
+    status.textContent = `scoring rows ${from + 1}–${to} of ${instances.length}…`;
+    const answer = await predictOnServer(instances.slice(from, to), key);
     if (!answer.ok) {
       const detail = answer.body?.error?.details?.[0];
-      error.textContent = detail && detail.instance !== undefined
-        ? `CSV row ${start + detail.instance + 1}, column '${detail.field}': ${detail.message}`
-        : answer.body?.error?.message || `HTTP ${answer.status}`;
-      error.hidden = false;
-      status.hidden = true;
+      if (detail && Number.isInteger(detail.instance)) {
+        const line = rows[from + detail.instance + 1].line;
+        fail(detail.field
+          ? `line ${line}, column '${detail.field}': ${detail.message}`
+          : `line ${line}: ${detail.message}`);
+      } else {
+        fail(answer.body?.error?.message || `HTTP ${answer.status}`);
+      }
       return;
     }
-    predictions.push(...answer.body.predictions);
-    model = answer.body.model;
+    for (const prediction of answer.body.predictions) answers.push([prediction, answer.body.model]);
   }
   const classes = state.model.classes || [];
-  const header = [...rows[0], ...(state.model.task === "classification"
-    ? ["label", ...classes.map((c) => `p_${c}`)]
-    : [`predicted_${state.model.target}`]), "variant", "md5"];
-  const table = rows.slice(1).map((cells, i) => {
-    const p = predictions[i];
+  const inputs = rows[0].cells;
+  const named = (name) => (inputs.includes(name) ? `predicted_${name}` : name);
+  const header = [...inputs, ...(state.model.task === "classification"
+    ? [named("label"), ...classes.map((c) => named(`p_${c}`))]
+    : [`predicted_${state.model.target}`]), named("variant"), named("md5")];
+  const table = rows.slice(1).map(({ cells }, i) => {
+    const [p, model] = answers[i];
     const answer = "probabilities" in p
       ? [p.label, ...classes.map((c) => p.probabilities[String(c)])]
       : [p.value];
@@ -429,12 +485,14 @@ async function runBatch() {
   link.href = URL.createObjectURL(new Blob([csv], { type: "text/csv" }));
   link.hidden = false;
   link.dataset.csv = csv;
+  const used = [...new Set(answers.map(([, m]) => `${m.variant} (md5 ${m.md5})`))].join(", ");
   const count = instances.length === 1 ? "1 row" : `${instances.length} rows`;
-  status.textContent = `${count} scored by variant ${model.variant} (md5 ${model.md5}) in ${fmt(performance.now() - started, 0)} ms`;
+  const shown = instances.length > SHOWN_ROWS ? `; the first ${SHOWN_ROWS} are shown, predictions.csv has all` : "";
+  status.textContent = `${count} scored by ${used} in ${fmt(performance.now() - started, 0)} ms${shown}`;
   status.dataset.done = "true";
 }
 
-function renderTable(header, rows, limit = 500) {
+function renderTable(header, rows) {
   const table = $("batch-table");
   const head = document.createElement("tr");
   for (const name of header) {
@@ -442,7 +500,7 @@ function renderTable(header, rows, limit = 500) {
     th.textContent = name;
     head.append(th);
   }
-  const body = rows.slice(0, limit).map((cells) => {
+  const body = rows.slice(0, SHOWN_ROWS).map((cells) => {
     const tr = document.createElement("tr");
     for (const cell of cells) {
       const td = document.createElement("td");
@@ -473,13 +531,20 @@ async function main() {
   const example = exampleOf(state.schema, model.example);
   fillForm(state.schema, example);
   const select = $("device-variant");
-  for (const v of model.variants.filter((v) => v.onnx_in_artifact)) {
+  const runnable = model.variants.filter((v) => v.onnx_in_artifact);
+  if (model.variants.length > 1 && runnable.length === model.variants.length) {
+    const option = document.createElement("option");
+    option.value = "";
+    option.textContent = "the variant that answered";
+    select.append(option);
+  }
+  for (const v of runnable) {
     const option = document.createElement("option");
     option.value = v.variant;
     option.textContent = `${v.variant} (${v.md5.slice(0, 12)})`;
     select.append(option);
   }
-  select.value = model.variant;
+  select.value = select.options[0]?.value ?? "";
   if (!select.options.length) {
     $("device-toggle").disabled = true;
     $("device-toggle").parentElement.title = "no served variant carries an ONNX graph";
@@ -488,7 +553,11 @@ async function main() {
   $("batch-csv").value = [names, names.map((n) => example[n])]
     .map((r) => r.map(csvCell).join(",")).join("\n") + "\n";
   $("predict-form").addEventListener("submit", submit);
-  $("reset").addEventListener("click", () => { clearErrors(); fillForm(state.schema, example); });
+  $("reset").addEventListener("click", () => {
+    clearErrors();
+    for (const id of ["server-answer", "device-answer", "device-status"]) $(id).hidden = true;
+    fillForm(state.schema, example);
+  });
   $("batch-run").addEventListener("click", runBatch);
   $("batch-file").addEventListener("change", async (event) => {
     const file = event.target.files[0];
