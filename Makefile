@@ -82,11 +82,16 @@ s3-down: setup  ## stop the local SeaweedFS S3 server
 # npm registry, pinned in web/package-lock.json; the service serves the copies in api/page/static/vendor.
 WEB_FILES := onnxruntime-web/dist/ort.wasm.bundle.min.mjs onnxruntime-web/dist/ort-wasm-simd-threaded.wasm \
   swagger-ui-dist/swagger-ui-bundle.js swagger-ui-dist/swagger-ui.css swagger-ui-dist/favicon-32x32.png
+# Without npm (a deploy host may have none) the service still runs: the page answers from the
+# server only and /docs has no Swagger UI, which it logs at start.
 api/page/static/vendor/.installed: web/package-lock.json
-	npm ci --prefix web --ignore-scripts --no-audit --no-fund --loglevel=error
-	rm -rf api/page/static/vendor && mkdir -p api/page/static/vendor
-	cp $(addprefix web/node_modules/,$(WEB_FILES)) api/page/static/vendor/
-	touch $@
+	@if ! command -v npm >/dev/null; then \
+	  echo "npm not found: api/page/static/vendor stays empty (install npm, then make web)" >&2; \
+	else \
+	  npm ci --prefix web --ignore-scripts --no-audit --no-fund --loglevel=error && \
+	  rm -rf api/page/static/vendor && mkdir -p api/page/static/vendor && \
+	  cp $(addprefix web/node_modules/,$(WEB_FILES)) api/page/static/vendor/ && touch $@; \
+	fi
 
 web: api/page/static/vendor/.installed  ## the page's vendored files (onnxruntime-web, Swagger UI) into api/page/static/vendor
 

@@ -1,4 +1,7 @@
-"""gunicorn settings: uvicorn workers, bind from HOST/PORT, workers from WEB_CONCURRENCY.
+"""gunicorn settings and hooks: uvicorn workers, bind from HOST/PORT, workers from
+WEB_CONCURRENCY; the preflight check before any worker starts (on_starting), the served state
+for `make reload` (when_ready, on_reload), stop signals kept across a worker's fork
+(post_fork), its readiness log (post_worker_init) and its metrics' cleanup (child_exit).
 
 The app is loaded in the master before it binds (preload), so a model that fails to resolve
 stops the server before it listens, and workers share the loaded model's memory.

@@ -41,7 +41,15 @@ log = logging.getLogger("lockserve.pipeline")
 FEATURES = Path("data/features")
 PREPARED = Path("data/prepared")
 OUT = Path("models/model.zip")
-KEYS = {"estimator", "seed", "n_jobs", "onnx_parity_rows", "onnx_tolerance", *estimators.ESTIMATORS}
+KEYS = {
+    "estimator",
+    "seed",
+    "n_jobs",
+    "onnx_parity_rows",
+    "onnx_tolerance",
+    "example_row",
+    *estimators.ESTIMATORS,
+}
 
 
 def gate_limit(params: dict[str, Any], task: str, y: np.ndarray) -> tuple[float, float | None]:
@@ -82,6 +90,9 @@ def run(
     unknown = set(params) - KEYS
     if unknown:
         raise StageError(f"params: train has unknown key(s) {sorted(unknown)}")
+    keep_example = params.get("example_row", True)
+    if not isinstance(keep_example, bool):
+        raise StageError("params: train.example_row must be true or false")
     rows = params.get("onnx_parity_rows")
     if not isinstance(rows, int) or rows < 1:
         raise StageError("params: train.onnx_parity_rows must be a positive integer")
@@ -114,7 +125,6 @@ def run(
         "target": target,
         "model_inputs": list(x.columns),
         "training_data": {"md5": md5_file(train_path), "rows": len(x)},
-        "example": example_row(pd.read_parquet(prepared / "train.parquet"), schema),
         "libraries": {
             "python": ".".join(platform.python_version_tuple()[:2]),
             "scikit-learn": sklearn.__version__,
@@ -123,6 +133,8 @@ def run(
             "onnx": version("onnx"),
         },
     }
+    if keep_example:
+        metadata["example"] = example_row(pd.read_parquet(prepared / "train.parquet"), schema)
     if task == "classification":
         classes = [c.item() if isinstance(c, np.generic) else c for c in predictor.classes_]
         if classes != list(schema.classes):

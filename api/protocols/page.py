@@ -4,12 +4,13 @@
                          batch scoring of a CSV, and the same model run in the browser
   GET /page/...          its scripts and styles (api/page/static), and the vendored
                          onnxruntime-web and Swagger UI (`make web`); revalidated by ETag
-  GET /model/onnx        the ONNX graph and the preprocessing spec of the primary variant
-  GET /model/preprocess  (``?variant=NAME`` for another), the very bytes of the md5-verified
-                         artifact; ETag is the artifact's md5 (the version dvc.lock pins) and
-                         X-Content-SHA256 the SHA-256 of the body, which the page checks before
-                         it runs anything. With ``?md5=`` naming the served md5 the URL names
-                         one version, so it is cached as immutable; without, it is revalidated.
+  GET /model/onnx        the primary variant's ONNX graph (``?variant=NAME`` for another)
+  GET /model/preprocess  its preprocessing spec (preprocess.json)
+
+Both are the very bytes of the md5-verified artifact the server loaded. ETag is the artifact's
+md5 (the version dvc.lock pins) and X-Content-SHA256 the SHA-256 of the body, which the page
+checks before it runs anything. With ``?md5=`` naming the served md5 the URL names one
+version, so it is cached as immutable; without, it is revalidated.
 
 The page knows nothing of any dataset: the form, the batch columns and the on-device
 preprocessing all come from the artifact's schema and preprocess.json.
@@ -40,19 +41,23 @@ log = logging.getLogger("lockserve.page")
 
 PAGE = Path(__file__).resolve().parent.parent / "page"
 STATIC = PAGE / "static"
-VENDORED = ("ort.wasm.bundle.min.mjs", "ort-wasm-simd-threaded.wasm", "swagger-ui-bundle.js")
+# what `make web` copies into static/vendor (the Makefile's WEB_FILES; a test holds them equal)
+VENDORED = (
+    "ort.wasm.bundle.min.mjs",
+    "ort-wasm-simd-threaded.wasm",
+    "swagger-ui-bundle.js",
+    "swagger-ui.css",
+    "favicon-32x32.png",
+)
 IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
-MEMBERS = {
-    "onnx": ("model.onnx", "application/octet-stream"),
-    "preprocess": ("preprocess.json", "application/json"),
-}
+MEDIA = {"onnx": "application/octet-stream", "preprocess": "application/json"}
 
 
-def _member(data: bytes, name: str) -> bytes | None:
-    """One member of a verified artifact zip, byte for byte, or None when it has none."""
+def _preprocess_member(data: bytes) -> bytes:
+    """preprocess.json of a verified artifact zip, byte for byte."""
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        return zf.read(name) if name in zf.namelist() else None
+        return zf.read("preprocess.json")
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:
@@ -83,8 +88,12 @@ def install(app: LockserveApp, core: Core, settings: Settings) -> None:
 
     @cache
     def body(variant: str, what: str) -> tuple[bytes, str] | None:
-        member = _member(store.get(variant).resolved.data, MEMBERS[what][0])
-        return None if member is None else (member, hashlib.sha256(member).hexdigest())
+        served = store.get(variant)
+        if what == "onnx":
+            data = served.artifact.onnx
+        else:
+            data = _preprocess_member(served.resolved.data)
+        return None if data is None else (data, hashlib.sha256(data).hexdigest())
 
     def model_file(what: str, request: Request, variant: str | None, md5: str | None) -> Response:
         name = variant or primary
@@ -110,11 +119,10 @@ def install(app: LockserveApp, core: Core, settings: Settings) -> None:
             "ETag": etag,
             "X-Content-SHA256": sha256,
             "Cache-Control": IMMUTABLE if md5 is not None else REVALIDATE,
-            "Access-Control-Expose-Headers": "ETag, X-Content-SHA256",
         }
         if _matches(request.headers.get("if-none-match"), etag):
             return Response(status_code=304, headers=headers)
-        return Response(data, media_type=MEMBERS[what][1], headers=headers)
+        return Response(data, media_type=MEDIA[what], headers=headers)
 
     @router.get("/model/onnx")
     def onnx(request: Request, variant: str | None = None, md5: str | None = None) -> Response:

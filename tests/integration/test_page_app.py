@@ -6,22 +6,20 @@ import io
 import re
 import zipfile
 
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from api.protocols.page import VENDORED
 from api.settings import Settings
 from api.store import ModelStore
 from api.strategies.canary import Canary
-from tests.conftest import served_model
+from contract.artifact import read
+from contract.schema import Schema
+from tests.conftest import ROOT, build_artifact, served_model
 
 PAGE_FILES = ("app.js", "features.js", "style.css")
-VENDORED = (
-    "ort.wasm.bundle.min.mjs",
-    "ort-wasm-simd-threaded.wasm",
-    "swagger-ui-bundle.js",
-    "swagger-ui.css",
-)
 
 
 def member(data: bytes, name: str) -> bytes:
@@ -132,19 +130,35 @@ def test_docs_load_swagger_ui_from_this_server_only(two):
     assert two.get("/redoc").status_code == 404
 
 
-def test_model_carries_a_real_training_row_as_the_example(two, tiny_csv):
-    example = two.get("/model").json()["example"]
-    schema = two.get("/model").json()["input_schema"]
-    assert list(example) == sorted(f["name"] for f in schema["features"])
-    assert two.post("/predict", json={"instances": [example]}).status_code == 200
-    lines = tiny_csv.splitlines()
-    header = lines[0].split(",")
-    rows = [dict(zip(header, line.split(","), strict=True)) for line in lines[1:]]
-    # every value is the one of a row of the training table (numbers as floats)
-    assert any(
-        all(
-            str(row[name]) == str(value) or (row[name] and float(row[name]) == value)
-            for name, value in example.items()
-        )
-        for row in rows
-    )
+def test_model_carries_the_first_complete_training_row_as_the_example(
+    two, tiny_csv, params, tmp_path
+):
+    from src import prepare, train
+
+    (tmp_path / "raw.csv").write_text(tiny_csv)
+    prepare.run(params["prepare"], tmp_path / "prepared", tmp_path / "raw.csv")
+    split = pd.read_parquet(tmp_path / "prepared" / "train.parquet")
+    described = two.get("/model").json()
+    schema = Schema.from_json(described["input_schema"])
+    assert described["example"] == train.example_row(split, schema)
+    assert None not in described["example"].values()
+    assert two.post("/predict", json={"instances": [described["example"]]}).status_code == 200
+
+
+def test_the_vendored_files_are_the_ones_make_web_copies():
+    makefile = (ROOT / "Makefile").read_text()
+    listed = re.search(r"^WEB_FILES := (.*?)(?<!\\)$", makefile, re.MULTILINE | re.DOTALL)
+    files = listed.group(1).replace("\\\n", " ").split()
+    assert sorted(f.rsplit("/", 1)[1] for f in files) == sorted(VENDORED)
+
+
+def test_example_row_false_keeps_training_data_out_of_the_artifact(params, tiny_csv, tmp_path):
+    from src.stage import StageError
+
+    data = build_artifact(tmp_path / "none", params, tiny_csv, example_row=False)
+    assert "example" not in read(data).metadata
+    store = ModelStore({"default": served_model("default", data, "v1")})
+    with TestClient(create_app(Settings(), store)) as client:
+        assert client.get("/model").json()["example"] is None
+    with pytest.raises(StageError, match="train.example_row must be true or false"):
+        build_artifact(tmp_path / "bad", params, tiny_csv, example_row="yes")

@@ -7,6 +7,7 @@ import importlib
 import os
 import queue
 import signal
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import pytest
@@ -20,7 +21,7 @@ def conf(tmp_path, monkeypatch):
     return importlib.import_module("api.gunicorn_conf")
 
 
-def in_child(body) -> tuple[str, int]:
+def in_child(body: Callable[[], object]) -> tuple[str, int]:
     """Run body() in a forked process: ('signal', n) if a signal ended it, else ('exit', code)."""
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child's lines are seen through its exit status
@@ -35,7 +36,7 @@ def in_child(body) -> tuple[str, int]:
     return "exit", os.WEXITSTATUS(status)
 
 
-def master_like(queued=()):
+def master_like(queued: tuple[int, ...] = ()) -> SimpleNamespace:
     """The master as a forked worker sees it: gunicorn's own handler, which only puts a signal
     in the master's queue (the worker's copy of it)."""
     master = SimpleNamespace(SIG_QUEUE=queue.SimpleQueue())

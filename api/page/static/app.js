@@ -212,7 +212,11 @@ function readForm(schema) {
       // text, so the service says what is wrong with it
       return [feature.name, input.validity?.badInput ? "not a number" : null];
     }
-    return [feature.name, feature.type === "number" ? Number(input.value) : input.value];
+    if (feature.type !== "number") return [feature.name, input.value];
+    // a number past float range is sent as typed, for the service to refuse (JSON has no
+    // Infinity: it would arrive as null, a missing value)
+    const number = Number(input.value);
+    return [feature.name, Number.isFinite(number) ? number : input.value];
   }));
 }
 
@@ -394,7 +398,10 @@ function instancesFromTable(schema, rows) {
     return Object.fromEntries(schema.features.map((f) => {
       const cell = cells[at[f.name]];
       if (MISSING.includes(cell) || (f.type === "number" && cell.trim() === "")) return [f.name, null];
-      if (f.type === "number") return [f.name, NUMBER.test(cell) ? Number(cell) : cell];
+      if (f.type === "number") {
+        const number = NUMBER.test(cell) ? Number(cell) : NaN;
+        return [f.name, Number.isFinite(number) ? number : cell];
+      }
       return [f.name, cell];
     }));
   });
@@ -484,7 +491,6 @@ async function runBatch() {
   if (link.href) URL.revokeObjectURL(link.href);
   link.href = URL.createObjectURL(new Blob([csv], { type: "text/csv" }));
   link.hidden = false;
-  link.dataset.csv = csv;
   const used = [...new Set(answers.map(([, m]) => `${m.variant} (md5 ${m.md5})`))].join(", ");
   const count = instances.length === 1 ? "1 row" : `${instances.length} rows`;
   const shown = instances.length > SHOWN_ROWS ? `; the first ${SHOWN_ROWS} are shown, predictions.csv has all` : "";

@@ -20,9 +20,16 @@ export class FeatureBuilder {
     }
     this.inputs = spec.inputs.map(String);
     const position = new Map(names.map((name, i) => [name, i]));
-    const numeric = spec.numeric.map((n) => [String(n.name), Number(n.fill)]);
+    const numeric = spec.numeric.map((n) => {
+      if (typeof n.fill !== "number" || !Number.isFinite(n.fill)) {
+        throw malformed(`${n.name} has no numeric fill`);
+      }
+      return [String(n.name), n.fill];
+    });
     const categorical = spec.categorical.map((c) => {
-      if (!Array.isArray(c.categories)) throw malformed(`${c.name} has no categories`);
+      if (!Array.isArray(c.categories) || c.fill === null || c.fill === undefined) {
+        throw malformed(`${c.name} needs a fill and a list of categories`);
+      }
       return [String(c.name), String(c.fill), c.categories.map(String)];
     });
     const unknown = [...numeric, ...categorical].map(([n]) => n).filter((n) => !position.has(n));
