@@ -9,7 +9,7 @@ DVC    := $(BIN)/dvc
 export PATH := $(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data init pipeline run serve test clients proto lint push pull lock clean bench bench-pipeline bench-protocols bench-tools soak deploy package package-tools bench-package bench-page s3-up s3-down reload web browser mutation
+.PHONY: help setup data init pipeline run serve test clients proto lint push pull lock clean bench bench-pipeline bench-protocols bench-tools soak deploy package package-tools bench-package bench-page s3-up s3-down reload score web browser mutation
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -59,6 +59,11 @@ mutation: setup  ## mutmut over the modules [tool.mutmut] only_mutate lists, wit
 proto: setup  ## regenerate the gRPC stubs in api/proto from its .proto (committed; a test checks they match)
 	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. \
 	  api/proto/open_inference_grpc.proto
+
+score: setup  ## INPUT=<csv or parquet, path or s3://> OUTPUT=<parquet folder> [REV=HEAD] [KEEP=a,b] [DASK_SCHEDULER=tcp://...]: the pinned model scores a table on Dask
+	@test -n "$(INPUT)" -a -n "$(OUTPUT)" || \
+	  { echo "usage: make score INPUT=<csv or parquet> OUTPUT=<parquet folder> [REV=rev] [KEEP=a,b]" >&2; exit 2; }
+	$(BIN)/python -m batch.score "$(INPUT)" "$(OUTPUT)" $(if $(REV),--rev "$(REV)") $(if $(KEEP),--keep "$(KEEP)")
 
 reload:  ## zero-downtime reload of serving.yaml: prints "reloaded: <variants, md5s>" or "refused: <reason>" (exit 1)
 	@$(BIN)/python -m api.reload
@@ -131,8 +136,8 @@ bench-pipeline: setup  ## dvc repro at 100k and 1M rows (ROWS="..." for others) 
 	$(BIN)/python -m bench.pipeline $(if $(ROWS),--rows $(ROWS))
 
 lint: setup  ## ruff: lint and format check
-	$(BIN)/ruff check src api contract package tests bench tools
-	$(BIN)/ruff format --check src api contract package tests bench tools
+	$(BIN)/ruff check src api contract batch package tests bench tools
+	$(BIN)/ruff format --check src api contract batch package tests bench tools
 
 push: setup  ## dvc push to the default remote, or REMOTE=name
 	$(DVC) push $(if $(REMOTE),-r $(REMOTE))
@@ -150,6 +155,8 @@ lock:  ## re-pin every dependency from pyproject.toml (needs uv in .venv)
 	  -c requirements/dev.lock -o requirements/runtime.lock
 	$(BIN)/uv pip compile -q pyproject.toml --extra runtime-sklearn --python-version 3.11 \
 	  -c requirements/dev.lock -o requirements/runtime-sklearn.lock
+	$(BIN)/uv pip compile -q pyproject.toml --extra batch --python-version 3.11 \
+	  -c requirements/dev.lock -o requirements/batch.lock
 	$(BIN)/uv pip compile -q pyproject.toml --extra clients --python-version 3.11 \
 	  -o requirements/clients.lock
 

@@ -42,6 +42,26 @@ class Answer:
         return predictions(backend.task, backend.classes, self.output, self.answered)
 
 
+def sparse_rows(schema: Schema, rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+    """A detail for each row training would have dropped: more missing values (None) than the
+    artifact's ``max_missing_features``."""
+    limit = schema.max_missing_features
+    if limit is None:
+        return []
+    n = len(schema.features)
+    return [
+        {
+            "instance": i,
+            "type": "max_missing_features",
+            "message": f"{missing} of {n} feature values are missing; the model was trained "
+            f"only on rows missing at most {limit} (max_missing_features)",
+            "loc": ["instances", i],
+        }
+        for i, row in enumerate(rows)
+        if (missing := sum(value is None for value in row)) > limit
+    ]
+
+
 class Core:
     """Answers predictions, metadata, readiness and feedback for one deployment."""
 
@@ -102,26 +122,11 @@ class Core:
         return self._trained_rows([tuple(instance.__dict__.values()) for instance in validated])
 
     def _trained_rows(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        """``rows``, unless one is a row training would have dropped: more missing values
-        than the artifact's ``max_missing_features`` (INVALID naming each such instance)."""
-        limit = self.schema.max_missing_features
-        if limit is None:
-            return rows
-        sparse = [i for i, row in enumerate(rows) if row.count(None) > limit]
-        if not sparse:
-            return rows
-        n = len(self.schema.features)
-        details = [
-            {
-                "instance": i,
-                "type": "max_missing_features",
-                "message": f"{rows[i].count(None)} of {n} feature values are missing; the model "
-                f"was trained only on rows missing at most {limit} (max_missing_features)",
-                "loc": ["instances", i],
-            }
-            for i in sparse
-        ]
-        raise ServiceError(Kind.INVALID, summary(details), details)
+        """``rows``, unless one is a row training would have dropped (INVALID naming each)."""
+        details = sparse_rows(self.schema, rows)
+        if details:
+            raise ServiceError(Kind.INVALID, summary(details), details)
+        return rows
 
     def variant_of(self, version: str) -> str:
         """The variant whose model md5 is ``version``, or NOT_FOUND naming the served ones."""

@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from contract.values import NA_VALUES
 from src.stage import StageError
 
 log = logging.getLogger("lockserve.pipeline")
 
-NA_VALUES = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"]
 SUFFIXES = (".csv", ".parquet")
 
 

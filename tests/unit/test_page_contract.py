@@ -6,6 +6,7 @@ import re
 
 from contract.artifact import OUTPUTS
 from contract.labels import TIE
+from contract.values import NA_VALUES
 from tests.conftest import ROOT
 
 FEATURES_JS = (ROOT / "api/page/static/features.js").read_text()
@@ -27,8 +28,6 @@ def test_the_output_names_are_the_artifacts():
 
 
 def test_the_page_reads_as_missing_what_the_pipeline_does():
-    from src.tables import NA_VALUES
-
     app_js = (ROOT / "api/page/static/app.js").read_text()
     found = re.search(r"^export const MISSING = (\[.*\]);$", app_js, re.MULTILINE)
     assert found, "app.js declares no MISSING"

@@ -335,7 +335,7 @@ async function submit(event) {
 
 // ---- a table ---------------------------------------------------------------------------------
 
-// What the pipeline reads as missing in a raw table (src/tables.py NA_VALUES; a unit test
+// What the pipeline reads as missing in a raw table (contract/values.py NA_VALUES; a unit test
 // holds the two lists equal), and a number as pandas reads one: decimal, nothing else.
 export const MISSING = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"];
 const NUMBER = /^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$/;
