@@ -3,15 +3,17 @@
 
 INPUT is a CSV or parquet file or folder, local or ``s3://`` (credentials and endpoint as for
 the DVC remote: ``AWS_*`` in the environment). The client resolves the model the way the
-service does (``LOCKSERVE_REPO``, ``--rev`` or ``LOCKSERVE_REV``, default HEAD: dvc.lock at that
-rev, the object from the work tree, cache or remote, md5 verified) and sends the verified bytes
-to the workers, which check the md5 again (no worker reads the client's disk or the remote).
-Each partition is scored by :mod:`batch.rows`; OUTPUT is a parquet folder with the input's
-rows in order (one file a partition, ``part.<n>.parquet``): the ``--keep`` columns (default:
-all), the answer, ``error``; every file's key-value metadata names ``lockserve.md5``,
-``lockserve.rev`` and ``lockserve.artifact``. Dask runs it: a ``LocalCluster`` of ``--workers``
-processes by default, or the scheduler at ``--scheduler`` / ``DASK_SCHEDULER`` (any existing
-cluster). A bad input or model fails in one line, exit 1, leaving OUTPUT as it was.
+service does (``LOCKSERVE_REPO``, ``--rev`` or ``LOCKSERVE_REV``, default ``workspace`` as for
+``make serve``: dvc.lock at that rev, the object from the work tree, cache or remote, md5
+verified), checks the table's columns, and only then starts or joins a cluster and sends the
+verified bytes to the workers, which check the md5 again (no worker reads the client's disk
+or the remote). Each partition is scored by :mod:`batch.rows`; OUTPUT is a parquet folder with
+the input's rows in order (one file a partition): the ``--keep`` columns (default: all), the
+answer, ``error``; every file's key-value metadata names ``lockserve.md5``, ``lockserve.rev``,
+``lockserve.artifact`` and, for a committed rev, ``lockserve.commit``. Dask runs it: a
+``LocalCluster`` of ``--workers`` processes by default, or the scheduler at ``--scheduler`` /
+``DASK_SCHEDULER`` (any existing cluster whose scheduler and workers can import this code). A
+bad input, model or cluster fails in one line, exit 1, leaving OUTPUT as it was.
 """
 
 from __future__ import annotations
@@ -46,20 +48,27 @@ def score_partition(
     return scorer(frame, keep, text)
 
 
-def read(path: str, blocksize: str) -> tuple[Any, bool]:
-    """The table as a Dask frame, and whether its values are text (CSV)."""
+def read(path: str, blocksize: str | int | None) -> tuple[Any, bool]:
+    """The table as a Dask frame, and whether its values are text (CSV). A CSV is split into
+    blocks of ``blocksize`` bytes (None or 0: one partition a file)."""
     import dask.dataframe as dd
 
-    if path.lower().endswith(".csv") or path.lower().endswith(".csv.gz"):
-        frame = dd.read_csv(
-            path,
-            dtype=str,
-            keep_default_na=False,
-            na_values=NA_VALUES,
-            blocksize=None if path.lower().endswith(".gz") else blocksize,
-        )
-        return frame, True
-    return dd.read_parquet(path), False
+    try:
+        if path.lower().endswith((".csv", ".csv.gz")):
+            whole = path.lower().endswith(".gz") or not blocksize or blocksize == "0"
+            frame = dd.read_csv(
+                path,
+                dtype=str,
+                keep_default_na=False,
+                na_values=NA_VALUES,
+                blocksize=None if whole else blocksize,
+            )
+            return frame, True
+        return dd.read_parquet(path), False
+    except (OSError, ValueError) as exc:
+        # Dask wraps the reader's error: "... registered to the pandas backend. Original Message:"
+        reason = str(exc).split("Original Message:")[-1].strip()
+        raise ScoringError(f"cannot read {path}: {reason}") from None
 
 
 @contextlib.contextmanager
@@ -77,13 +86,94 @@ def cluster(scheduler: str | None, workers: int) -> Iterator[Any]:
             n_workers=workers,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=":0",  # never a fixed port
+            dashboard_address="127.0.0.1:0",  # never a fixed port, never beyond loopback
             scheduler_kwargs={"dashboard": False},
             host="127.0.0.1",
         ) as local,
         Client(local) as client,
     ):
         yield client
+
+
+class Job:
+    """A table checked against the model before any cluster starts: its columns, the ones to
+    keep, and the scored frame Dask will compute."""
+
+    def __init__(
+        self, input_path: str, resolved: Any, keep: list[str] | None, blocksize: Any = "64MB"
+    ) -> None:
+        probe = Scorer(resolved.data, resolved.md5)  # refuses a graphless model before any work
+        self.input, self.resolved, self.schema = input_path, resolved, probe.schema
+        self.frame, self.text = read(input_path, blocksize)
+        columns = list(self.frame.columns)
+        absent = [n for n in self.schema.names if n not in columns]
+        if absent:
+            raise ScoringError(f"{input_path} has no column {', '.join(map(repr, absent))}")
+        self.kept = columns if keep is None else keep
+        unknown = [n for n in self.kept if n not in columns]
+        if unknown:
+            raise ScoringError(f"--keep names {', '.join(map(repr, unknown))}, not in {input_path}")
+        clash = sorted(set(self.kept) & {*output_columns(self.schema), ERROR})
+        if clash:
+            raise ScoringError(
+                f"{input_path} has column(s) {clash} that the answer adds: leave them out with "
+                "--keep"
+            )
+
+    def metadata(self) -> dict[str, str]:
+        """What each output file records of the model (no commit for the work tree's lock)."""
+        r = self.resolved
+        out = {"lockserve.md5": r.md5, "lockserve.rev": r.rev, "lockserve.artifact": r.name}
+        if r.rev != "workspace":
+            out["lockserve.commit"] = r.commit
+        return out
+
+    def run(self, client: Any, output: str, show_progress: bool = False) -> tuple[int, int]:
+        """Score into ``output`` on ``client``'s cluster: (rows, rows refused)."""
+        from distributed import progress
+
+        _workers_import_batch(client)
+        model = client.scatter(self.resolved.data, broadcast=True)
+        meta = empty_answer(self.schema, self.frame._meta[self.kept])
+        scored = self.frame.map_partitions(
+            score_partition,
+            model,
+            self.resolved.md5,
+            self.kept,
+            self.text,
+            meta=meta,
+            align_dataframes=False,
+        )
+        fs, root = url_to_fs(output)
+        # on a local disk the files are written beside OUTPUT and renamed into place when
+        # whole; an object store has no rename, so there they are written in place and
+        # removed on failure
+        local = "file" in fs.protocol
+        partial = f"{root}.partial-{uuid.uuid4().hex[:12]}" if local else root
+        try:
+            written = scored.to_parquet(
+                fs.unstrip_protocol(partial),
+                write_index=False,
+                compute=False,
+                custom_metadata=self.metadata(),
+            )
+            futures = client.compute(
+                [written, scored.map_partitions(len).sum(), scored[ERROR].count()]
+            )
+            if show_progress:
+                progress(futures)
+            try:
+                rows, refused = int(futures[1].result()), int(futures[2].result())
+                futures[0].result()
+            except ValueError as exc:  # the CSV reader's, raised on a worker
+                raise ScoringError(_csv_problem(self.input, exc)) from None
+            if local:
+                os.rename(partial, root)
+        except BaseException:
+            if fs.exists(partial):
+                fs.rm(partial, recursive=True)
+            raise
+        return rows, refused
 
 
 def score(
@@ -95,67 +185,47 @@ def score(
     blocksize: str = "64MB",
 ) -> int:
     """Score ``input_path`` into ``output`` with the verified model ``resolved``; the rows."""
-    from distributed import progress
+    return Job(input_path, resolved, keep, blocksize).run(client, output)[0]
 
-    probe = Scorer(resolved.data, resolved.md5)  # refuses a graphless model before any work
-    frame, text = read(input_path, blocksize)
-    absent = [n for n in probe.schema.names if n not in frame.columns]
-    if absent:
-        raise ScoringError(f"{input_path} has no column {', '.join(map(repr, absent))}")
-    kept = list(frame.columns) if keep is None else keep
-    unknown = [n for n in kept if n not in frame.columns]
-    if unknown:
-        raise ScoringError(f"--keep names {', '.join(map(repr, unknown))}, not in {input_path}")
-    clash = sorted(set(kept) & {*output_columns(probe.schema), ERROR})
-    if clash:
-        raise ScoringError(
-            f"{input_path} has column(s) {clash} that the answer adds: leave them out with --keep"
-        )
-    model = client.scatter(resolved.data, broadcast=True)
-    meta = empty_answer(probe.schema, frame._meta[kept])
-    scored = frame.map_partitions(
-        score_partition, model, resolved.md5, kept, text, meta=meta, align_dataframes=False
-    )
-    metadata = {
-        "lockserve.md5": resolved.md5,
-        "lockserve.rev": resolved.rev,
-        "lockserve.commit": resolved.commit,
-        "lockserve.artifact": resolved.name,
-    }
-    fs, root = url_to_fs(output)
-    # on a local disk the files are written beside OUTPUT and renamed into place when whole; an
-    # object store has no rename, so there they are written in place and removed on failure
-    local = "file" in fs.protocol
-    partial = f"{root}.partial-{uuid.uuid4().hex[:12]}" if local else root
+
+def _workers_import_batch(client: Any) -> None:
+    """Refuse, in one line, a cluster whose scheduler or workers cannot import this code."""
+    from importlib.util import find_spec
+
     try:
-        written = scored.to_parquet(
-            fs.unstrip_protocol(partial),
-            write_index=False,
-            compute=False,
-            custom_metadata=metadata,
+        client.run_on_scheduler(find_spec, "batch.rows")
+        client.run(find_spec, "batch.rows")
+    except ImportError as exc:
+        raise ScoringError(
+            f"the Dask cluster cannot import lockserve's batch code ({exc}): start its "
+            "scheduler and workers from a checkout of this repo (PYTHONPATH) with "
+            "requirements/batch.lock installed"
+        ) from None
+
+
+def _csv_problem(path: str, exc: Exception) -> str:
+    message = " ".join(str(exc).split())
+    if "EOF inside string" in message or "Expected" in message:
+        return (
+            f"{path}: {message} (a line counted within one block; a quoted cell that spans "
+            "lines can straddle blocks: score it with --blocksize 0, one partition a file)"
         )
-        futures = client.compute([written, scored.map_partitions(len).sum()])
-        progress(futures)
-        rows = int(futures[1].result())
-        futures[0].result()
-        if local:
-            os.rename(partial, root)
-    except BaseException:
-        if fs.exists(partial):
-            fs.rm(partial, recursive=True)
-        raise
-    return rows
+    return f"{path}: {message}"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("input", help="CSV or parquet: a path or s3://bucket/key")
     parser.add_argument("output", help="the parquet folder to write (must not exist)")
-    parser.add_argument("--rev", default=None, help="git rev whose dvc.lock pins the model")
+    parser.add_argument(
+        "--rev", default=None, help="git rev whose dvc.lock pins the model (default: workspace)"
+    )
     parser.add_argument("--keep", default=None, help="input columns to keep, comma-separated")
     parser.add_argument("--scheduler", default=os.environ.get("DASK_SCHEDULER"))
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--blocksize", default="64MB", help="CSV bytes per partition")
+    parser.add_argument(
+        "--blocksize", default="64MB", help="CSV bytes per partition (0: one partition a file)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for noisy in ("aiobotocore", "botocore"):
@@ -167,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings()
         if _exists(args.output):
             raise ScoringError(f"{args.output} exists: choose a new output")
-        rev = args.rev or settings.rev or "HEAD"
+        rev = args.rev or settings.rev or "workspace"
         resolved = resolve(
             settings.repo,
             rev,
@@ -176,16 +246,19 @@ def main(argv: list[str] | None = None) -> int:
             settings.fetch_attempts,
             settings.fetch_backoff_s,
         )
-        keep = None if args.keep is None else [c for c in args.keep.split(",") if c]
+        keep = None if args.keep is None else [c.strip() for c in args.keep.split(",") if c]
+        job = Job(args.input, resolved, keep, args.blocksize)  # checked before any cluster
         with cluster(args.scheduler, args.workers) as client:
-            rows = score(args.input, args.output, resolved, keep, client, args.blocksize)
+            logging.getLogger("distributed").setLevel(logging.CRITICAL)  # errors: ours, 1 line
+            rows, refused = job.run(client, args.output, show_progress=sys.stdout.isatty())
     except (ScoringError, ResolutionError, OSError, ValueError) as exc:
         log.error("batch scoring failed: %s", " ".join(str(exc).split()))
         return 1
     log.info(
-        "scored %d rows of %s with %s md5 %s (%s) into %s",
+        "scored %d rows of %s (%d refused, their reasons in `error`) with %s md5 %s (%s) into %s",
         rows,
         args.input,
+        refused,
         resolved.name,
         resolved.md5,
         resolved.rev,

@@ -196,3 +196,28 @@ def test_bad_inputs_are_refused_in_one_line_and_nothing_is_written(
     assert caplog.messages == [
         f"batch scoring failed: {tmp_path / 'taken'} exists: choose a new output"
     ]
+
+
+def test_a_quoted_cell_across_csv_blocks_is_named_and_whole_files_read_it(
+    artifacts, client, tmp_path
+):
+    data = artifacts["v1"]
+    frame = pd.DataFrame(GOOD * 60)
+    frame.insert(0, "note", ["two\nlines"] * len(frame))
+    source = tmp_path / "in.csv"
+    frame.to_csv(source, index=False)
+    job = score.Job(str(source), resolved(data), ["note"], blocksize="1kB")
+    with pytest.raises(ScoringError, match="score it with --blocksize 0"):
+        job.run(client, str(tmp_path / "split"))
+    assert not (tmp_path / "split").exists() and not list(tmp_path.glob("split.partial-*"))
+    whole = score.Job(str(source), resolved(data), ["note"], blocksize=0)
+    assert whole.run(client, str(tmp_path / "out")) == (len(frame), 0)
+    assert pd.read_parquet(tmp_path / "out")["note"].tolist() == ["two\nlines"] * len(frame)
+
+
+def test_the_work_trees_model_names_no_commit(artifacts, tmp_path):
+    source = tmp_path / "in.parquet"
+    pd.DataFrame(GOOD).to_parquet(source)
+    meta = score.Job(str(source), resolved(artifacts["v1"], "workspace"), None).metadata()
+    assert "lockserve.commit" not in meta and meta["lockserve.rev"] == "workspace"
+    assert "lockserve.commit" in score.Job(str(source), resolved(artifacts["v1"]), None).metadata()

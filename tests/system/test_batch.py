@@ -28,9 +28,10 @@ DASK = str(Path(sys.executable).parent / "dask")
 
 
 @contextlib.contextmanager
-def dask_cluster(tmp: Path, workers: int = 2) -> Iterator[str]:
+def dask_cluster(tmp: Path, workers: int = 2, with_code: bool = True) -> Iterator[str]:
     """A scheduler and a worker process (``workers`` processes of one thread), each in its own
-    session; stopped by process id."""
+    session, on loopback only; stopped by process id. ``with_code``: started from this checkout
+    with it on PYTHONPATH, as the README says (else they cannot import batch/)."""
     from distributed import Client
 
     port = free_port()
@@ -38,7 +39,16 @@ def dask_cluster(tmp: Path, workers: int = 2) -> Iterator[str]:
     procs = []
     with open(tmp / "dask.log", "wb") as log:
         for cmd in (
-            [DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            [
+                DASK,
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--dashboard-address",
+                "127.0.0.1:0",
+            ],
             [
                 DASK,
                 "worker",
@@ -49,7 +59,8 @@ def dask_cluster(tmp: Path, workers: int = 2) -> Iterator[str]:
                 "1",
                 "--host",
                 "127.0.0.1",
-                "--no-dashboard",
+                "--dashboard-address",
+                "127.0.0.1:0",
             ],
         ):
             procs.append(  # from a checkout: the scheduler and workers import batch/
@@ -58,7 +69,7 @@ def dask_cluster(tmp: Path, workers: int = 2) -> Iterator[str]:
                     cwd=ROOT,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    env=venv_env(PYTHONPATH=str(ROOT)),
+                    env=venv_env(PYTHONPATH=str(ROOT)) if with_code else venv_env(),
                     start_new_session=True,
                 )
             )
@@ -119,8 +130,8 @@ def test_scoring_on_a_separate_scheduler_and_workers(model_repo, artifacts, tmp_
         log = (tmp_path / "dask.log").read_text()
     md5 = hashlib.md5(artifacts["v1"]).hexdigest()
     assert (
-        f"scored {len(frame)} rows of {source} with penguin-classifier md5 {md5} (v1)"
-        in done.stderr
+        f"scored {len(frame)} rows of {source} (2000 refused, their reasons in `error`) with "
+        f"penguin-classifier md5 {md5} (v1)" in done.stderr
     )
     scored = pd.read_parquet(tmp_path / "out")
     pd.testing.assert_frame_equal(scored, expected(artifacts["v1"], frame), check_dtype=False)
@@ -179,3 +190,23 @@ def test_scoring_reads_and_writes_s3(model_repo, artifacts, s3, tmp_path):
     want = expected(artifacts["v2"], frame)
     assert scored["label"].tolist() == want["label"].tolist()
     assert scored["error"].fillna("").tolist() == want["error"].fillna("").tolist()
+
+
+def test_a_cluster_that_cannot_import_the_code_is_refused_in_one_line(model_repo, tmp_path):
+    source = tmp_path / "in.parquet"
+    table(1).to_parquet(source)
+    with dask_cluster(tmp_path, workers=1, with_code=False) as address:
+        done = batch_score(
+            str(source),
+            str(tmp_path / "out"),
+            "--rev",
+            "v1",
+            "--scheduler",
+            address,
+            LOCKSERVE_REPO=str(model_repo),
+        )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if "batch scoring failed" in line]
+    assert "the Dask cluster cannot import lockserve's batch code" in line
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("out")]
