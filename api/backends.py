@@ -56,7 +56,14 @@ class OnnxBackend:
         self.classes = artifact.classes
 
     def predict(self, rows: Sequence[Sequence[Any]]) -> np.ndarray:
-        out = self._session.run(self._output, {self._input: self._features.rows(rows)})[0]
+        return self._run(self._features.rows(rows))
+
+    def predict_columns(self, columns: dict[str, Any]) -> np.ndarray:
+        """The same answers from whole columns (batch scoring: a partition at a time)."""
+        return self._run(self._features.columns(columns))
+
+    def _run(self, matrix: np.ndarray) -> np.ndarray:
+        out = self._session.run(self._output, {self._input: matrix})[0]
         return out if self.task == "classification" else out.reshape(-1)
 
 

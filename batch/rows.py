@@ -19,11 +19,9 @@ import pandas as pd
 from pydantic import ValidationError
 
 from api import artifact, schemas
+from api.backends import OnnxBackend, decide
 from api.core import sparse_rows
 from api.problems import validation_details
-from contract.artifact import OUTPUTS
-from contract.features import FeatureBuilder
-from contract.labels import labels
 from contract.schema import Schema
 
 ERROR = "error"
@@ -60,8 +58,6 @@ class Scorer:
     """The verified model of one md5, ready to score partitions."""
 
     def __init__(self, data: bytes, md5: str) -> None:
-        import onnxruntime as ort
-
         try:
             loaded = artifact.load(data, md5)
         except artifact.ArtifactError as exc:
@@ -73,15 +69,8 @@ class Scorer:
             )
         self.schema = loaded.schema
         self.classes = loaded.classes
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1  # a worker thread per core does the parallelism
-        options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(
-            loaded.onnx, options, providers=["CPUExecutionProvider"]
-        )
-        self._input = self._session.get_inputs()[0].name
-        self._output = OUTPUTS[self.schema.task]
-        self._features = FeatureBuilder(loaded.preprocess, self.schema.names)
+        # the service's own ONNX path: one single-threaded session, features from the spec
+        self._backend = OnnxBackend(loaded)
         self._validate = schemas.build(self.schema, 1)[0].model_validate
 
     # -- which rows the API would refuse, and why
@@ -156,13 +145,12 @@ class Scorer:
         chosen = np.full(n, None, dtype=object)
         if good.any():
             columns = {name: np.asarray(v)[good] for name, v in values.items()}
-            matrix = self._features.columns(_for_features(columns, schema))
-            result = self._session.run([self._output], {self._input: matrix})[0]
+            result = self._backend.predict_columns(_for_features(columns, schema))
             if schema.task == "classification":
                 answer[good] = result
-                chosen[good] = [self.classes[k] for k in labels(result).tolist()]
+                chosen[good] = decide(schema.task, self.classes, result)
             else:
-                answer[good, 0] = result.reshape(-1)
+                answer[good, 0] = result
         if schema.task == "classification":
             is_int = isinstance(self.classes[0], int)
             out["label"] = pd.array(chosen.tolist(), dtype="Int64" if is_int else "string")

@@ -2,6 +2,7 @@
 bench/results/."""
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,10 @@ def fill_readme(name: str, text: str) -> bool:
 
 
 def publish(stem: str, block: str, result: dict[str, Any], text: str) -> None:
-    """A run's figures as bench/results/<stem>.json, its text as <stem>.md and in the README's
-    ``block``."""
+    """A run's figures as bench/results/<stem>.json, its text as <stem>.md, in the README's
+    ``block`` and in the log."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / f"{stem}.md").write_text(text + "\n")
     fill_readme(block, text)
+    logging.getLogger("lockserve.bench").info("%s", text)

@@ -257,9 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         "systemd_tar_bytes": built["systemd"]["files"][tar_name]["bytes"],
         "first_answer": {kind: summary(values) for kind, values in starts.items()},
     }
-    text = render(result)
-    publish("package", "bench-package", result, text)
-    log.info("%s", text)
+    publish("package", "bench-package", result, render(result))
     return 0
 
 

@@ -128,9 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         "graph_bytes": len(read((ROOT / "models" / "model.zip").read_bytes()).onnx or b""),
         "times_ms": {k: summary(v) for k, v in times.items()},
     }
-    text = render(result)
-    publish("page", "bench-page", result, text)
-    log.info("%s", text)
+    publish("page", "bench-page", result, render(result))
     return 0
 
 
