@@ -9,7 +9,7 @@ DVC    := $(BIN)/dvc
 export PATH := $(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data init pipeline run serve test clients proto lint push pull lock clean bench bench-pipeline bench-protocols bench-tools soak deploy package package-tools bench-package bench-page s3-up s3-down reload score web browser mutation
+.PHONY: help setup data init pipeline retrain run serve test clients proto lint push pull lock clean bench bench-pipeline bench-protocols bench-tools soak deploy package package-tools bench-package bench-page s3-up s3-down reload score web browser mutation
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -44,6 +44,9 @@ pipeline: data .dvc/plots-page.html  ## pull what the default remote holds, repr
 	$(DVC) pull --allow-missing
 	$(DVC) repro
 	$(DVC) metrics show
+
+retrain: setup  ## [STAGE=prod]: newest raw data, dvc repro, then commit, GTO version and stage only past the gate (params.yaml retrain)
+	$(BIN)/python -m tools.retrain $(if $(STAGE),--stage "$(STAGE)")
 
 run: pipeline serve  ## set up, reproduce or pull the pipeline, then serve on :8000
 
