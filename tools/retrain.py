@@ -498,6 +498,12 @@ def retrain(root: Path, stage: str | None = None) -> int:
             )
             return OK
         old_metrics = metrics_at(root, before.commit) if before else None
+        if before and not old_metrics:
+            log.warning(
+                "%s holds %s, whose commit has no metrics: nothing to compare with",
+                stage,
+                before.named(name),
+            )
         try:
             verdict = judge(new_metrics, old_metrics, config.thresholds)
         except GateError as exc:
