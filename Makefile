@@ -9,7 +9,7 @@ DVC    := $(BIN)/dvc
 export PATH := $(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data init pipeline retrain run serve test clients proto lint push pull lock clean bench bench-pipeline bench-protocols bench-tools soak deploy package package-tools bench-package bench-page s3-up s3-down reload score web browser mutation
+.PHONY: help setup data init pipeline retrain run serve test clients proto lint push pull lock clean bench bench-pipeline bench-protocols bench-tools soak deploy package package-tools export-mlflow bench-package bench-page bench-batch s3-up s3-down reload score web browser redis mutation
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -30,7 +30,7 @@ $(CLIENTS)/.installed: requirements/clients.lock
 	$(CLIENTS)/bin/uv pip sync -q --python $(CLIENTS)/bin/python $<
 	touch $@
 
-clients: $(CLIENTS)/.installed  ## .venv-clients: tritonclient, the kserve SDK and mlflow, for the protocol tests
+clients: $(CLIENTS)/.installed  ## .venv-clients: tritonclient, the kserve SDK and mlflow, for the protocol tests and the MLflow export
 
 data: setup  ## the raw table params.yaml names: work tree, else the default remote, else the packaged example (md5-checked)
 	$(BIN)/python -m tools.data
@@ -53,10 +53,10 @@ run: pipeline serve  ## set up, reproduce or pull the pipeline, then serve on :8
 serve: setup web  ## gunicorn + uvicorn workers on $$HOST:$$PORT (127.0.0.1:8000), WEB_CONCURRENCY workers
 	$(BIN)/gunicorn -c api/gunicorn_conf.py api.main:app
 
-test: data lint web browser clients package-tools .dvc/plots-page.html  ## set up, then lint and the whole test suite
-	$(BIN)/python -m pytest -vv
+test: data lint web browser redis clients package-tools .dvc/plots-page.html  ## set up, then lint and the whole test suite
+	$(BIN)/python -m pytest -vv --durations=30
 
-mutation: setup  ## mutmut over the modules [tool.mutmut] only_mutate lists, with the fast tests (not in `make test`)
+mutation: setup redis  ## mutmut over the modules [tool.mutmut] only_mutate lists, with the fast tests (not in `make test`)
 	$(BIN)/python -m tools.mutation $(MUTANTS)
 
 proto: setup  ## regenerate the gRPC stubs in api/proto from its .proto (committed; a test checks they match)
@@ -107,6 +107,10 @@ browser:  ## headless Chromium (Debian's chromium) for the browser tests, if mis
 	@test -x /usr/bin/chromium || \
 	  (apt-get update -q && apt-get install -y -q --no-install-recommends chromium)
 
+redis:  ## redis-server (Debian's redis-server) for the tests of the state shared by many hosts, if missing
+	@command -v redis-server >/dev/null || \
+	  (apt-get update -q && apt-get install -y -q --no-install-recommends redis-server)
+
 PACKAGE_TOOLS := buildah podman skopeo mmdebstrap runc systemd-analyze
 package-tools:  ## buildah, podman, skopeo, runc, mmdebstrap, systemd-analyze and Debian's python3.11, if missing
 	@(for tool in $(PACKAGE_TOOLS); do command -v $$tool >/dev/null || exit 1; done; \
@@ -114,8 +118,12 @@ package-tools:  ## buildah, podman, skopeo, runc, mmdebstrap, systemd-analyze an
 	  (apt-get update -q && apt-get install -y -q --no-install-recommends \
 	    buildah podman skopeo mmdebstrap runc systemd python3.11)
 
-package: pipeline web package-tools  ## TARGET=oci|lambda|systemd|all (all) [SET="prefix=/srv/x ..."]: the model LOCKSERVE_REV (HEAD) pins, as deployable artifacts in dist/
+# the mlflow target writes its model with MLflow from .venv-clients
+package: pipeline web package-tools $(if $(filter all mlflow,$(or $(TARGET),all)),clients)  ## TARGET=oci|lambda|systemd|mlflow|all (all) [SET="prefix=/srv/x ..."]: the model LOCKSERVE_REV (HEAD) pins, as deployable artifacts in dist/
 	$(BIN)/python -m package --target $(or $(TARGET),all) $(foreach option,$(SET),--set $(option))
+
+export-mlflow: pipeline clients  ## the model LOCKSERVE_REV (HEAD) pins as an MLflow pyfunc model in dist/mlflow/ (make package TARGET=mlflow)
+	$(BIN)/python -m package --target mlflow
 
 bench-tools:  ## Apache Bench (ab) from Debian's apache2-utils, if missing
 	@command -v ab >/dev/null || (apt-get update -q && apt-get install -y -q apache2-utils)
@@ -134,6 +142,9 @@ bench-package: pipeline web package-tools  ## the three artifacts' sizes, build 
 
 bench-page: pipeline web browser  ## the page in headless Chromium: on-device parity and timings vs the server, and docs/page.png; writes bench/results and README
 	$(BIN)/python -m bench.page $(if $(RUNS),--runs $(RUNS))
+
+bench-batch: pipeline bench-tools  ## batch scoring at 1M and 10M rows (ROWS="..." for others) on 1, 2 and separate Dask workers vs one process; lookups vs /predict under ab; writes bench/results and README
+	$(BIN)/python -m bench.batch $(if $(ROWS),--rows $(ROWS))
 
 bench-pipeline: setup  ## dvc repro at 100k and 1M rows (ROWS="..." for others) vs the bare fit; writes bench/results and README
 	$(BIN)/python -m bench.pipeline $(if $(ROWS),--rows $(ROWS))

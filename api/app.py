@@ -11,10 +11,10 @@ from typing import Any, Protocol
 from fastapi import FastAPI
 from pydantic.json_schema import models_json_schema
 
-from api import bundle, errors, protocols, runners, schemas, serving, strategies
+from api import bundle, errors, lookup, protocols, runners, schemas, serving, strategies
 from api.core import Core
 from api.middleware import RequestContext
-from api.resolver import ResolutionError, Resolved, resolve
+from api.resolver import ResolutionError, Resolved, resolve, resolve_path
 from api.settings import Settings
 from api.shadowing import ShadowRunner
 from api.store import ModelStore, load_model
@@ -79,6 +79,32 @@ def build_store(settings: Settings, config: serving.ServingConfig) -> ModelStore
                 f"variant {name!r} takes a different input schema or task from {first.variant!r}"
             )
     return store
+
+
+def build_lookup(
+    settings: Settings, config: serving.ServingConfig, primary_rev: str
+) -> lookup.Table | None:
+    """The verified table of precomputed answers serving.yaml's ``lookup`` names, if any."""
+    if config.lookup is None:
+        return None
+    if settings.bundle is not None:
+        raise ResolutionError(
+            f"{settings.serving_file}: lookup needs the repository that pins "
+            f"{config.lookup.path}; LOCKSERVE_BUNDLE serves a model only"
+        )
+    rev = config.lookup.rev or primary_rev
+    try:
+        resolved = resolve_path(
+            settings.repo,
+            rev,
+            config.lookup.path,
+            settings.remote,
+            settings.fetch_attempts,
+            settings.fetch_backoff_s,
+        )
+        return lookup.load(resolved, config.lookup.key)
+    except ResolutionError as exc:
+        raise ResolutionError(f"lookup: {exc}") from None
 
 
 def runners_for(store: ModelStore, settings: Settings) -> dict[str, runners.Runner]:
@@ -168,10 +194,13 @@ def create_app(
     Raises ServingError for a bad serving.yaml and ResolutionError for a model that cannot be
     resolved and verified. A given ``store`` is served by ``strategy`` (single by default).
     """
+    table = None
     if store is None:
         config = serving_config(settings)
         store = build_store(settings, config)
-        strategy = strategies.build(config, settings.state_db, settings.feedback_ttl_s)
+        state_url = settings.state_url.get_secret_value() if settings.state_url else None
+        strategy = strategies.build(config, settings.state_db, settings.feedback_ttl_s, state_url)
+        table = build_lookup(settings, config, store.get(strategy.primary).resolved.rev)
     elif strategy is None:
         strategy = Single(store.variants()[0])
     primary = store.get(strategy.primary)
@@ -210,6 +239,7 @@ def create_app(
     )
     app.openapi = lambda: _openapi_with(app, request_model)  # type: ignore[method-assign]
     errors.install(app)
+    app.state.lookup = table
     for adapter in protocols.adapters():
         adapter.install(app, core, settings)
     app.wrap(settings)

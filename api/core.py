@@ -22,7 +22,7 @@ from api.backends import decide, predictions
 from api.problems import Kind, ServiceError, from_validation, summary
 from api.runners import Runner
 from api.shadowing import ShadowRunner
-from api.state import AlreadyRewarded, UnknownRequest
+from api.state import AlreadyRewarded, StoreUnavailable, UnknownRequest
 from api.store import ModelStore, ServedModel
 from api.strategies import Strategy
 from contract.schema import Schema
@@ -223,4 +223,6 @@ class Core:
             ) from None
         except ValueError as exc:
             raise ServiceError(Kind.INVALID, str(exc)) from None
+        except StoreUnavailable as exc:
+            raise ServiceError(Kind.UNAVAILABLE, str(exc)) from None
         return {"request_id": request_id, "variant": variant, "reward": credited}

@@ -48,12 +48,20 @@ def read_state(path: Path) -> dict[str, Any] | None:
 
 
 def served(app: Any) -> dict[str, dict[str, str]]:
-    """variant -> md5 and rev of the models an app serves."""
+    """variant -> md5 and rev of the models an app serves, and ``lookup <path>`` -> those of
+    its table of precomputed answers, if it has one."""
     store = app.state.store
-    return {
+    out = {
         name: {"md5": store.get(name).md5, "rev": store.get(name).resolved.rev}
         for name in store.variants()
     }
+    table = getattr(app.state, "lookup", None)
+    if table is not None:
+        out[f"lookup {table.resolved.path}"] = {
+            "md5": table.resolved.md5,
+            "rev": table.resolved.rev,
+        }
+    return out
 
 
 def describe(state: dict[str, Any]) -> str:

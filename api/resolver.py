@@ -160,15 +160,26 @@ def resolve(
     ``rev`` is a branch, tag or commit, or a GTO version (``name@v1.0.0``) or stage
     (``name#prod``). A remote that cannot be reached is tried ``attempts`` times.
     """
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    fs, commit = _open(repo_root, rev)
+    try:
+        return _resolve_in(
+            fs, repo_root, rev, name, commit, remote, attempts, backoff_s, timings, started
+        )
+    finally:
+        fs.close()  # its git packs and DVC index: not left to the garbage collector
+
+
+def _open(repo_root: Path, rev: str) -> tuple[Any, str]:
+    """DVC's filesystem of the repo at ``rev``, and the commit it is (one line if neither)."""
     from dvc.api import DVCFileSystem
     from dvc.exceptions import DvcException, NotDvcRepoError
     from dvc.scm import RevError
 
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
     try:
         fs = DVCFileSystem(str(repo_root), rev=git_rev(repo_root, rev))
-        commit = fs.repo.get_rev()
+        return fs, fs.repo.get_rev()
     except NotDvcRepoError:
         raise ResolutionError(f"{repo_root}: not a DVC repository") from None
     except RevError:
@@ -177,12 +188,95 @@ def resolve(
         raise ResolutionError(f"cannot open {repo_root} at {rev!r}: {exc}") from None
     except AttributeError:  # DVC's git backend, given a blob or a tree (v1:dvc.lock, v1^{tree})
         raise ResolutionError(f"git revision {rev!r} in {repo_root} names no commit") from None
+
+
+@dataclass(frozen=True)
+class ResolvedData:
+    """Verified bytes of one DVC-tracked path (a file, or each file of a directory)."""
+
+    path: str
+    md5: str  # as pinned: a file's md5, or a directory's ``<md5>.dir``
+    rev: str
+    commit: str
+    source: str  # workspace | cache | remote (the farthest any file came from)
+    files: dict[str, bytes]  # relative path in the directory ("" for a file) -> bytes
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+SOURCES = ("workspace", "cache", "remote")
+
+
+def resolve_path(
+    repo_root: Path,
+    rev: str,
+    path: str,
+    remote: str | None = None,
+    attempts: int = 3,
+    backoff_s: float = 0.5,
+) -> ResolvedData:
+    """Return the verified bytes of ``path``, a file or directory that DVC tracks (a stage's
+    out in dvc.lock, or a ``.dvc`` file) as pinned at ``rev``.
+
+    A directory's listing (DVC's ``.dir`` object) is checked against the pinned md5 and each
+    file against the listing, so every byte returned is the one the rev pins.
+    """
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    fs, commit = _open(repo_root, rev)
     try:
-        return _resolve_in(
-            fs, repo_root, rev, name, commit, remote, attempts, backoff_s, timings, started
+        try:
+            info = _info(fs, path)
+        except FileNotFoundError:
+            raise ResolutionError(f"{path} does not exist at {rev} ({commit[:12]})") from None
+        md5 = (info.get("dvc_info") or {}).get("md5") or (info.get("dvc_info") or {}).get(
+            "md5-dos2unix"
         )
+        if not md5:
+            raise ResolutionError(
+                f"{path} at {rev} ({commit[:12]}) is not tracked by DVC: no md5 pins it "
+                f"(a stage out in dvc.lock, or `dvc add {path}`)"
+            )
+        timings["lock_ms"] = (time.perf_counter() - started) * 1000
+        _log_pin(rev, commit, path, md5)
+        fetch = _Fetcher(repo_root, rev, commit, path, md5, remote, attempts, backoff_s, timings)
+        workspace = Path(repo_root) / path
+        if not md5.endswith(".dir"):
+            data, source = _verified_file(fs, workspace, md5, fetch, timings, path)
+            files, sources = {"": data}, {source}
+        else:
+            listing, source = _verified_file(fs, None, md5, fetch, timings, f"{path} (listing)")
+            files, sources = {}, {source}
+            for entry in _entries(listing, path, md5):
+                relpath, entry_md5 = entry["relpath"], entry["md5"]
+                data, source = _verified_file(
+                    fs, workspace / relpath, entry_md5, fetch, timings, f"{path}/{relpath}"
+                )
+                files[relpath] = data
+                sources.add(source)
     finally:
-        fs.close()  # its git packs and DVC index: not left to the garbage collector
+        fs.close()
+    source = max(sources, key=SOURCES.index)
+    timings["resolve_ms"] = (time.perf_counter() - started) * 1000
+    log.info(
+        "resolved %s md5 %s from %s (%d file(s))",
+        path,
+        md5,
+        source,
+        len(files),
+        extra={FIELDS: {"source": source, "md5": md5, "commit": commit}},
+    )
+    return ResolvedData(path, md5, rev, commit, source, files, timings)
+
+
+def _entries(listing: bytes, path: str, md5: str) -> list[dict[str, str]]:
+    """The (relpath, md5) entries of a verified ``.dir`` object."""
+    import json
+
+    try:
+        entries = json.loads(listing)
+        return [{"relpath": e["relpath"], "md5": e["md5"]} for e in entries]
+    except (ValueError, TypeError, KeyError):
+        raise ResolutionError(f"{path} md5 {md5}: the directory listing is not DVC's") from None
 
 
 def _resolve_in(
@@ -200,6 +294,13 @@ def _resolve_in(
     """The rest of :func:`resolve`, with the repo open at ``commit``."""
     name, path, md5 = _pinned(fs, name, rev, commit)
     timings["lock_ms"] = (time.perf_counter() - started) * 1000
+    _log_pin(rev, commit, path, md5)
+    fetch = _Fetcher(repo_root, rev, commit, path, md5, remote, attempts, backoff_s, timings)
+    data, source = _verified_file(fs, Path(repo_root) / path, md5, fetch, timings, path)
+    return _done(name, path, md5, rev, commit, source, data, fs, timings, started)
+
+
+def _log_pin(rev: str, commit: str, path: str, md5: str) -> None:
     log.info(
         "dvc.lock at %s (%s) pins %s md5 %s",
         rev,
@@ -209,21 +310,74 @@ def _resolve_in(
         extra={FIELDS: {"rev": rev, "commit": commit, "path": path, "md5": md5}},
     )
 
-    found: list[str] = []
+
+@dataclass
+class _Fetcher:
+    """Fetches ``path`` as pinned at ``rev`` from the remote into the cache, once, one start
+    at a time (see :func:`_one_fetch_at_a_time`); what was found locally is named on failure."""
+
+    repo_root: Path
+    rev: str
+    commit: str
+    path: str
+    md5: str
+    remote: str | None
+    attempts: int
+    backoff_s: float
+    timings: dict[str, float]
+
+    def __call__(self, cache_path: Path, md5: str, found: list[str]) -> str:
+        """Fetch what the cache lacks and return the remote's label; after a failure nothing
+        of it is left beside ``cache_path``, the object ``md5`` was to be."""
+        fetch_started = time.perf_counter()
+        partials = _temp_files(cache_path.parent)
+        try:
+            at = None if self.rev == WORKSPACE else self.commit
+            label = remotes.fetch(
+                self.repo_root, at, self.path, self.remote, self.attempts, self.backoff_s
+            )
+        except remotes.RemoteError as exc:
+            if not isinstance(exc, remotes.RepoLocked):  # one that never started left nothing
+                _discard_partials(cache_path, md5.removesuffix(".dir"), partials)
+            raise ResolutionError(
+                f"{self.path} md5 {self.md5} pinned at {self.rev}: {exc} ({'; '.join(found)})"
+            ) from None
+        self.timings["fetch_ms"] = (
+            self.timings.get("fetch_ms", 0.0) + (time.perf_counter() - fetch_started) * 1000
+        )
+        return label
+
+
+def _verified_file(
+    fs: Any,
+    workspace: Path | None,
+    md5: str,
+    fetch: _Fetcher,
+    timings: dict[str, float],
+    what: str,
+) -> tuple[bytes, str]:
+    """The bytes whose md5 is ``md5`` and where they came from: the work tree's copy at
+    ``workspace``, the cache, else the remote (through ``fetch``). Bytes that do not match are
+    never returned, and a cache entry that does not match is removed."""
     cache_path = Path(fs.repo.cache.local.oid_to_path(md5))
-    for source, candidate in (("workspace", Path(repo_root) / path), ("cache", cache_path)):
+    expected = md5.removesuffix(".dir")  # a directory's listing is named <md5 of it>.dir
+    candidates = [("cache", cache_path)]
+    if workspace is not None:
+        candidates.insert(0, ("workspace", workspace))
+    found: list[str] = []
+    for source, candidate in candidates:
         data = _read(candidate)
         if data is None:
             found.append(f"{source}: absent")
             continue
         got = _timed_md5(data, timings)
-        if got == md5:
-            return _done(name, path, md5, rev, commit, source, data, fs, timings, started)
+        if got == expected:
+            return data, source
         found.append(f"{source}: md5 {got}")
         log.warning(
             "%s copy of %s has md5 %s, dvc.lock pins %s: not used",
             source,
-            path,
+            what,
             got,
             md5,
             extra={FIELDS: {"source": source, "expected": md5, "found": got}},
@@ -231,39 +385,27 @@ def _resolve_in(
         if source == "cache":
             cache_path.unlink()  # a corrupt cache entry must not be trusted by a later start
 
-    with _one_fetch_at_a_time(Path(repo_root)):
+    with _one_fetch_at_a_time(fetch.repo_root):
         data = _read(cache_path)  # another start may have fetched it while this one waited
         if data is not None:
-            got = _timed_md5(data, timings)
-            if got == md5:
-                return _done(name, path, md5, rev, commit, "cache", data, fs, timings, started)
+            if _timed_md5(data, timings) == expected:
+                return data, "cache"
             cache_path.unlink(missing_ok=True)
-        fetch_started = time.perf_counter()
-        partials = _temp_files(cache_path.parent)
-        try:
-            at = None if rev == WORKSPACE else commit
-            remote_label = remotes.fetch(repo_root, at, path, remote, attempts, backoff_s)
-        except remotes.RemoteError as exc:
-            if not isinstance(exc, remotes.RepoLocked):  # one that never started left nothing
-                _discard_partials(cache_path, md5, partials)
-            raise ResolutionError(
-                f"{path} md5 {md5} pinned at {rev}: {exc} ({'; '.join(found)})"
-            ) from None
-        timings["fetch_ms"] = (time.perf_counter() - fetch_started) * 1000
+        remote_label = fetch(cache_path, md5, found)
         data = _read(cache_path)
         if data is None:
             raise ResolutionError(
-                f"{path} md5 {md5} pinned at {rev} is missing from {remote_label} "
+                f"{what} md5 {md5} pinned at {fetch.rev} is missing from {remote_label} "
                 f"({'; '.join(found)})"
             )
         got = _timed_md5(data, timings)
-        if got != md5:
+        if got != expected:
             cache_path.unlink()
             raise ResolutionError(
-                f"{path}: expected md5 {md5} (dvc.lock at {rev}), {remote_label} gave "
+                f"{what}: expected md5 {md5} (dvc.lock at {fetch.rev}), {remote_label} gave "
                 f"md5 {got}; not loaded, not cached ({'; '.join(found)})"
             )
-    return _done(name, path, md5, rev, commit, "remote", data, fs, timings, started)
+    return data, "remote"
 
 
 FETCH_LOCK = Path(".dvc") / "tmp" / "lockserve-fetch.lock"

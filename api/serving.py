@@ -36,12 +36,24 @@ class Bandit(BaseModel):
     flush_ms: float = Field(50.0, gt=0, le=60000)
 
 
+class Lookup(BaseModel):
+    """Static serving: a table of precomputed answers (make score's parquet, DVC-tracked)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(min_length=1)  # as DVC tracks it: a parquet file or a folder of parts
+    key: str = Field(min_length=1)  # the column GET /predictions/{key} looks up
+    # the rev that pins the table; by default the primary variant's (after LOCKSERVE_REV)
+    rev: str | None = Field(None, min_length=1)
+
+
 class ServingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     strategy: Literal["single", "shadow", "canary", "bandit"] = "single"
     variants: dict[str, Variant] = Field(min_length=1)
     bandit: Bandit | None = None
+    lookup: Lookup | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ServingConfig:

@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -21,6 +21,11 @@ class Settings(BaseSettings):
     )
     state_db: Path = Field(
         Path(".lockserve/state.sqlite"), description="bandit state shared by the workers"
+    )
+    state_url: SecretStr | None = Field(
+        None,
+        description="bandit state shared by many hosts: a Redis URL (redis://host:6379/0, "
+        "rediss://, unix://); unset: the SQLite file LOCKSERVE_STATE_DB",
     )
     feedback_token: SecretStr | None = Field(
         None,
@@ -76,11 +81,33 @@ class Settings(BaseSettings):
         5.0, ge=0, description="on shutdown, how long calls in progress may finish"
     )
 
+    @field_validator("state_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        """A URL the Redis client reads, on a host that has the client."""
+        if value is None:
+            return value
+        url = value.get_secret_value()
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("not a Redis URL: redis://host:port/db, rediss://... or unix:///path")
+        try:
+            import redis
+        except ImportError:
+            raise ValueError("the redis package is not installed here") from None
+        try:
+            redis.ConnectionPool.from_url(url)
+        except ValueError as exc:
+            raise ValueError(f"not a Redis URL: {exc}") from None
+        return value
+
 
 def describe(exc: ValidationError) -> str:
     """Settings that failed validation, in one line naming each environment variable."""
     parts = []
     for error in exc.errors():
         name = "LOCKSERVE_" + "_".join(str(part) for part in error["loc"]).upper()
-        parts.append(f"{name}={error.get('input')!r}: {error['msg']}")
+        field = Settings.model_fields.get(str(error["loc"][0])) if error["loc"] else None
+        secret = field is not None and "SecretStr" in str(field.annotation)
+        shown = "'**********'" if secret else repr(error.get("input"))
+        parts.append(f"{name}={shown}: {error['msg']}")
     return "; ".join(parts)

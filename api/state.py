@@ -1,8 +1,9 @@
 """Shared bandit state: request -> variant map and per-variant pulls and rewards.
 
-Behind a small interface (:class:`StateStore`) a networked store could implement; the default is
-an embedded SQLite file in WAL mode, shared by all workers and kept across restarts. Writes
-come in batches from a background flush, never from the request path.
+Behind a small interface (:class:`StateStore`) with two implementations: an embedded SQLite
+file in WAL mode (the default), shared by all workers of one host and kept across restarts,
+and Redis (api/state_redis.py, ``LOCKSERVE_STATE_URL``), shared by many hosts. Writes come in
+batches from a background flush, never from the request path. :func:`open_store` picks one.
 """
 
 from __future__ import annotations
@@ -24,17 +25,48 @@ class AlreadyRewarded(Exception):
     """Feedback for this request id was already counted."""
 
 
+class StoreUnavailable(Exception):
+    """The state store cannot be reached now; the message names it."""
+
+
 class StateStore(Protocol):
     def record(self, rows: list[tuple[str, str, list[str], float]]) -> None:
-        """Store (request_id, variant, answered labels, time) and count the pulls."""
+        """Store (request_id, variant, answered labels, time) and count the pulls. A store
+        that can be unreachable keeps the rows it could not write (bounded) and writes them
+        when it is back: it never raises StoreUnavailable here."""
 
     def reward(
         self, request_id: str, reward: float | None, labels: list[str] | None, max_age_s: float
     ) -> tuple[str, float]:
-        """Credit the variant that answered; return it and the reward counted."""
+        """Credit the variant that answered; return it and the reward counted. Raises
+        UnknownRequest, AlreadyRewarded, ValueError (label count), StoreUnavailable."""
 
     def totals(self) -> dict[str, tuple[int, float, int]]:
-        """variant -> (pulls, reward sum, feedback count)."""
+        """variant -> (pulls, reward sum, feedback count); raises StoreUnavailable."""
+
+
+def reward_of(
+    request_id: str, reward: float | None, answered: str, labels: list[str] | None
+) -> float:
+    """The reward to count: the one given, else the share of ``labels`` equal to what the
+    request answered (``answered``: its labels as JSON); ValueError for a count that differs."""
+    if reward is not None:
+        return reward
+    expected = json.loads(answered)
+    if labels is None or len(labels) != len(expected):
+        raise ValueError(
+            f"request {request_id} answered {len(expected)} instance(s): send that many labels"
+        )
+    return sum(a == b for a, b in zip(expected, labels, strict=True)) / len(labels)
+
+
+def open_store(path: Path, url: str | None, ttl_s: float) -> StateStore:
+    """Redis at ``url`` when one is set (requests kept ``ttl_s``), else the SQLite file."""
+    if url is None:
+        return SqliteState(path)
+    from api.state_redis import RedisState
+
+    return RedisState(url, ttl_s)
 
 
 SCHEMA = """
@@ -102,14 +134,7 @@ class SqliteState:
             variant, answered, _, rewarded = row
             if rewarded:
                 raise AlreadyRewarded(request_id)
-            if reward is None:
-                answered = json.loads(answered)
-                if labels is None or len(labels) != len(answered):
-                    raise ValueError(
-                        f"request {request_id} answered {len(answered)} "
-                        f"instance(s): send that many labels"
-                    )
-                reward = sum(a == b for a, b in zip(answered, labels, strict=True)) / len(labels)
+            reward = reward_of(request_id, reward, answered, labels)
             self._db.execute("UPDATE requests SET rewarded = 1 WHERE request_id = ?", (request_id,))
             self._db.execute(
                 "UPDATE arms SET reward = reward + ?, feedbacks = feedbacks + 1 WHERE variant = ?",

@@ -58,7 +58,8 @@ class Job:
 
 @dataclass
 class Built:
-    """A target's result: its files (inside the job's work folder) and figures for the manifest."""
+    """A target's result: its files and folders (inside the job's work folder) and figures for
+    the manifest."""
 
     files: list[Path]
     facts: dict[str, Any] = field(default_factory=dict)
@@ -149,7 +150,15 @@ def publish(name: str, job: Job, built: Built, out: Path, seconds: float) -> Pat
         for path in built.files:
             target = staging / path.name
             shutil.move(str(path), target)
-            files[path.name] = {"bytes": target.stat().st_size, "sha256": sha256_file(target)}
+            # a folder's files are listed by their path below out/<name>/
+            items = (
+                sorted(p for p in target.rglob("*") if p.is_file()) if target.is_dir() else [target]
+            )
+            for item in items:
+                files[item.relative_to(staging).as_posix()] = {
+                    "bytes": item.stat().st_size,
+                    "sha256": sha256_file(item),
+                }
         resolved = job.resolved
         manifest = {
             **built.facts,  # first: a target's figures never hide what was packaged

@@ -30,7 +30,7 @@ from typing import NoReturn
 
 from api import artifact, bundle
 from api.resolver import WORKSPACE, ResolutionError, resolve
-from package import Job, PackageError, publish, targets
+from package import Job, PackageError, publish, targets, tree_bytes
 
 log = logging.getLogger("lockserve.package")
 RELATIVE = re.compile(r"^HEAD|[~^]")  # revs whose meaning moves with the repo
@@ -54,6 +54,11 @@ def _options(pairs: list[str], chosen: list[ModuleType]) -> dict[str, str]:
             raise PackageError(f"--set {key}: no chosen target takes it (they take: {they_take})")
         out[key] = value
     return out
+
+
+def _size(path: Path) -> int:
+    """Bytes of a file, or of every file in a folder."""
+    return tree_bytes(path) if path.is_dir() else path.stat().st_size
 
 
 def _stop(signum: int, frame: object) -> None:
@@ -123,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info(
             "%s: %s (%.0f s)",
             name,
-            ", ".join(f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in sorted(final.iterdir())),
+            ", ".join(f"{p.name} {_size(p) / 1e6:.1f} MB" for p in sorted(final.iterdir())),
             time.perf_counter() - started,
         )
     return 0

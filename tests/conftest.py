@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -216,17 +217,37 @@ artifacts:
 """
 
 
-def pinned_repo(base: Path, versions: dict[str, bytes]) -> Path:
-    """A git + DVC repo under ``base`` whose dvc.lock pins each artifact in turn (tagged with
-    its key, the last one at HEAD), every one pushed to the local remote ``base/remote``."""
-    repo, remote = base / "repo", base / "remote"
-    repo.mkdir(parents=True)
+def git_init(repo: Path) -> Path:
+    """An empty git repo at ``repo`` (made if missing) on branch main, with an identity."""
+    repo.mkdir(parents=True, exist_ok=True)
     for cmd in (
         ["git", "init", "-q", "-b", "main"],
         ["git", "config", "user.email", "t@example.com"],
         ["git", "config", "user.name", "t"],
     ):
         run(cmd, cwd=repo)
+    return repo
+
+
+@contextlib.contextmanager
+def in_process_dask() -> Iterator[Any]:
+    """A Dask client of an in-process cluster: one worker, two threads, no dashboard."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+        ) as local,
+        Client(local) as client,
+    ):
+        yield client
+
+
+def pinned_repo(base: Path, versions: dict[str, bytes]) -> Path:
+    """A git + DVC repo under ``base`` whose dvc.lock pins each artifact in turn (tagged with
+    its key, the last one at HEAD), every one pushed to the local remote ``base/remote``."""
+    repo, remote = base / "repo", base / "remote"
+    git_init(repo)
     dvc("init", "-q", cwd=repo)
     dvc("remote", "add", "-d", "local", str(remote), cwd=repo)
     (repo / "dvc.yaml").write_text(MODEL_REPO_DVC_YAML)
@@ -270,6 +291,24 @@ def model_repo(tmp_path, model_repo_template) -> Path:
     repo = tmp_path / "m" / "repo"
     dvc("remote", "modify", "--local", "local", "url", str(tmp_path / "m" / "remote"), cwd=repo)
     return repo
+
+
+@pytest.fixture(scope="session")
+def redis_session(tmp_path_factory):
+    """A real redis-server on a free loopback port for the whole session (`make redis`)."""
+    from tests.redis_server import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def redis_url(redis_session) -> str:
+    """The session's Redis, emptied for this test."""
+    with redis_session.client() as client:
+        client.flushall()
+    return redis_session.url
 
 
 @pytest.fixture(scope="session")

@@ -150,6 +150,7 @@ def install(app: LockserveApp, core: Core, settings: Settings) -> None:
             413: {"description": "body too large"},
             415: {"description": "not application/json"},
             409: {"description": "feedback for this request was already counted"},
+            503: {"description": "the state store (LOCKSERVE_STATE_URL) is unreachable"},
         },
     )
     def feedback(body: Feedback) -> dict[str, Any]:  # a worker thread: it may wait on SQLite

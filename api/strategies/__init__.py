@@ -30,16 +30,19 @@ class Strategy(Protocol):
 
 
 def build(
-    config: ServingConfig, state_db: Path | None = None, feedback_ttl_s: float = 86400.0
+    config: ServingConfig,
+    state_db: Path | None = None,
+    feedback_ttl_s: float = 86400.0,
+    state_url: str | None = None,
 ) -> Strategy:
-    """The strategy serving.yaml names, over its variants (the bandit keeps its state in
-    ``state_db``)."""
+    """The strategy serving.yaml names, over its variants (the bandit keeps its state in Redis
+    at ``state_url`` when one is given, else in the SQLite file ``state_db``)."""
     from api.strategies import bandit, canary, shadow, single
 
     if config.strategy == "bandit":
-        from api.state import SqliteState
+        from api.state import open_store
 
-        state = SqliteState(state_db or Path(".lockserve/state.sqlite"))
+        state = open_store(state_db or Path(".lockserve/state.sqlite"), state_url, feedback_ttl_s)
         return bandit.Bandit.from_config(config, state, feedback_ttl_s)
     kinds = {"single": single.Single, "canary": canary.Canary, "shadow": shadow.Shadow}
     return kinds[config.strategy].from_config(config)

@@ -5,7 +5,8 @@ Each answered request is remembered (request id -> variant, labels) so that
 memory and written in batches by a background flush, off the request path, into the shared
 state store (api/state.py), whose totals every worker reads back at each flush. The flush
 runs from the app's lifespan (:meth:`Bandit.start`); :meth:`Bandit.stop` writes what is still
-pending, so shutdown or reload loses no answered request.
+pending, so shutdown or reload loses no answered request. While the store cannot be reached,
+the bandit chooses with the last totals it read (none yet: as with no feedback).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from api import metrics
 from api.serving import Bandit as Options
 from api.serving import ServingConfig
-from api.state import StateStore, UnknownRequest
+from api.state import StateStore, StoreUnavailable, UnknownRequest
 
 
 class Bandit:
@@ -37,7 +38,8 @@ class Bandit:
         self._state = state
         self._random = random.Random(options.seed)
         self._pending: list[tuple[str, str, list[str], float]] = []
-        self._totals = state.totals()
+        self._totals: dict[str, tuple[int, float, int]] = {}
+        self._refresh()
         self._flusher: asyncio.Task | None = None
 
     @classmethod
@@ -90,7 +92,14 @@ class Bandit:
     def flush(self) -> None:
         rows, self._pending = self._pending, []
         self._state.record(rows)
-        self._totals = self._state.totals()
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Read the totals back; keep the last ones while the store is unreachable."""
+        try:
+            self._totals = self._state.totals()
+        except StoreUnavailable:
+            pass  # the store logs the outage, once
 
     def feedback(
         self, request_id: str, reward: float | None, labels: list[str] | None

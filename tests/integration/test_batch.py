@@ -17,7 +17,7 @@ from api.settings import Settings
 from api.store import ModelStore
 from batch import score
 from batch.rows import Scorer, ScoringError
-from tests.conftest import PENGUIN, served_model
+from tests.conftest import PENGUIN, in_process_dask, served_model
 
 GOOD = [
     PENGUIN,
@@ -101,14 +101,7 @@ def check(scored: pd.DataFrame, expected: list[dict]) -> None:
 
 @pytest.fixture(scope="module")
 def client():
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
-        ) as local,
-        Client(local) as client,
-    ):
+    with in_process_dask() as client:
         yield client
 
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from api.resolver import git_rev
-from tests.conftest import dvc, run, venv_env
+from tests.conftest import dvc, git_init, run, venv_env
 
 pytestmark = pytest.mark.system
 
@@ -213,14 +213,7 @@ def test_errors_stop_before_anything_in_one_line(clone):
 @pytest.fixture()
 def tiny_repo(tmp_path):
     """A git repo with one commit and one changed file, for the promotion's failure paths."""
-    repo = tmp_path / "tiny"
-    repo.mkdir()
-    for cmd in (
-        ["git", "init", "-q", "-b", "main"],
-        ["git", "config", "user.email", "t@example.com"],
-        ["git", "config", "user.name", "t"],
-    ):
-        run(cmd, cwd=repo)
+    repo = git_init(tmp_path / "tiny")
     (repo / "dvc.lock").write_text("one\n")
     run(["git", "add", "dvc.lock"], cwd=repo)
     run(["git", "commit", "-qm", "one"], cwd=repo)

@@ -1,19 +1,34 @@
-"""Unit: bandit sampling and the shared SQLite state (feedback rules, persistence)."""
+"""Unit: bandit sampling and the shared state (feedback rules, persistence), every state test
+run on both stores, the SQLite file and a real redis-server, so that the two keep one contract.
+"""
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from api.serving import Bandit as Options
 from api.state import AlreadyRewarded, SqliteState, UnknownRequest
+from api.state_redis import RedisState
 from api.strategies.bandit import Bandit
 
 DAY_S = 86400.0
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+def open_state(request, tmp_path):
+    """Opens a store on this test's storage: each call another connection (another worker of
+    one host with SQLite, another host with Redis) to the same state."""
+    if request.param == "sqlite":
+        return lambda: SqliteState(tmp_path / "state.sqlite")
+    url = request.getfixturevalue("redis_url")
+    return lambda: RedisState(url, DAY_S)
+
+
 @pytest.fixture()
-def state(tmp_path):
-    return SqliteState(tmp_path / "state.sqlite")
+def state(open_state):
+    return open_state()
 
 
 def test_record_then_reward_credits_the_answering_variant(state):
@@ -46,11 +61,50 @@ def test_label_count_must_match(state):
     assert state.reward("r1", None, ["Adelie", "Adelie"], 60) == ("a", 0.5)
 
 
-def test_state_survives_a_new_connection(tmp_path):
-    first = SqliteState(tmp_path / "s.sqlite")
+def test_state_survives_a_new_connection(open_state):
+    first = open_state()
     first.record([("r1", "a", ["Adelie"], time.time())])
     first.reward("r1", 1.0, None, 60)
-    assert SqliteState(tmp_path / "s.sqlite").totals() == {"a": (1, 1.0, 1)}
+    again = open_state()
+    assert again.totals() == {"a": (1, 1.0, 1)}
+    with pytest.raises(AlreadyRewarded):
+        again.reward("r1", 1.0, None, 60)
+
+
+def test_a_request_id_answered_twice_keeps_its_first_answer_and_counts_two_pulls(state):
+    now = time.time()
+    state.record([("r1", "a", ["Adelie"], now)])
+    state.record([("r1", "b", ["Gentoo"], now + 1)])
+    assert state.totals() == {"a": (1, 0.0, 0), "b": (1, 0.0, 0)}
+    assert state.reward("r1", None, ["Adelie"], 60) == ("a", 1.0)
+    with pytest.raises(AlreadyRewarded):
+        state.reward("r1", None, ["Gentoo"], 60)
+
+
+def test_one_reward_from_each_connection_at_once_is_counted_once(open_state):
+    """Four connections (workers, or hosts) send the same 50 feedbacks at the same time: each
+    request is credited exactly once, every other try is refused as already counted."""
+    stores = [open_state() for _ in range(4)]
+    now = time.time()
+    stores[0].record([(f"r{i}", "a" if i % 2 else "b", ["x"], now) for i in range(50)])
+    start = threading.Barrier(len(stores))
+
+    def credit_all(store):
+        start.wait()
+        credited = refused = 0
+        for i in range(50):
+            try:
+                store.reward(f"r{i}", 1.0, None, 60)
+                credited += 1
+            except AlreadyRewarded:
+                refused += 1
+        return credited, refused
+
+    with ThreadPoolExecutor(len(stores)) as pool:
+        results = list(pool.map(credit_all, stores))
+    assert sum(c for c, _ in results) == 50
+    assert sum(r for _, r in results) == 150
+    assert stores[1].totals() == {"a": (25, 25.0, 25), "b": (25, 25.0, 25)}
 
 
 @pytest.mark.parametrize("algorithm", ["thompson", "epsilon_greedy"])

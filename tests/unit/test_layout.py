@@ -77,7 +77,7 @@ def test_every_adapter_is_found_and_nothing_else_names_one():
     from api.protocols import adapters
 
     found = [m.__name__.rsplit(".", 1)[1] for m in adapters()]
-    assert found == ["docs", "mlflow", "oip_grpc", "oip_rest", "page", "rest"]
+    assert found == ["docs", "lookup", "mlflow", "oip_grpc", "oip_rest", "page", "rest"]
     files = {p.stem for p in (ROOT / "api" / "protocols").glob("*.py")} - {"__init__"}
     assert set(found) == files  # a module there is an adapter
     adapter_paths = [["api", "protocols", name] for name in found]

@@ -35,7 +35,7 @@ def test_the_sklearn_dependencies_only_for_an_artifact_without_a_graph(tmp_path)
 
 
 def test_every_target_is_found_by_its_module():
-    assert list(package.targets()) == ["lambda", "oci", "systemd"]
+    assert list(package.targets()) == ["lambda", "mlflow", "oci", "systemd"]
 
 
 def test_the_unit_names_the_pinned_model_and_the_install_path(tmp_path):
@@ -204,3 +204,17 @@ def test_publish_replaces_the_last_build_whole(tmp_path):
     assert facts["md5"] == md5_hex(DATA) and facts["rev"] == "v1" and facts["x"] == 1
     assert facts["files"]["new.zip"]["bytes"] == 3
     assert sorted(p.name for p in out.iterdir()) == ["lambda"]  # no staging left behind
+
+
+def test_publish_lists_each_file_of_a_folder(tmp_path):
+    out = tmp_path / "dist"
+    out.mkdir()
+    the_job = job(tmp_path)
+    (the_job.work / "model" / "code").mkdir(parents=True)
+    (the_job.work / "model" / "MLmodel").write_text("flavors: {}\n")
+    (the_job.work / "model" / "code" / "a.py").write_text("A = 1\n")
+    final = publish("mlflow", the_job, Built([the_job.work / "model"]), out, 1.0)
+    files = json.loads((final / "manifest.json").read_text())["files"]
+    assert sorted(files) == ["model/MLmodel", "model/code/a.py"]
+    assert files["model/code/a.py"]["bytes"] == 6
+    assert (final / "model" / "code" / "a.py").read_text() == "A = 1\n"
