@@ -119,7 +119,7 @@ package-tools:  ## buildah, podman, skopeo, runc, mmdebstrap, systemd-analyze an
 	    buildah podman skopeo mmdebstrap runc systemd python3.11)
 
 # the mlflow target writes its model with MLflow from .venv-clients
-package: pipeline web package-tools $(if $(filter all mlflow,$(or $(TARGET),all)),clients)  ## TARGET=oci|lambda|systemd|mlflow|all (all) [SET="prefix=/srv/x ..."]: the model LOCKSERVE_REV (HEAD) pins, as deployable artifacts in dist/
+package: pipeline web package-tools $(if $(filter mlflow,$(TARGET)),clients)  ## TARGET=oci|lambda|systemd|mlflow|all (all: the first three) [SET="prefix=/srv/x ..."]: the model LOCKSERVE_REV (HEAD) pins, as deployable artifacts in dist/
 	$(BIN)/python -m package --target $(or $(TARGET),all) $(foreach option,$(SET),--set $(option))
 
 export-mlflow: pipeline clients  ## the model LOCKSERVE_REV (HEAD) pins as an MLflow pyfunc model in dist/mlflow/ (make package TARGET=mlflow)

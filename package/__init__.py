@@ -67,7 +67,8 @@ class Built:
 
 def targets() -> dict[str, ModuleType]:
     """Every packaging target here, by name: modules with ``TARGET``, ``build(job)`` and
-    optionally ``OPTIONS`` (the ``--set`` keys they take)."""
+    optionally ``OPTIONS`` (the ``--set`` keys they take) and ``IN_ALL = False`` (built only
+    when named, not by ``--target all``)."""
     found: dict[str, ModuleType] = {}
     for info in pkgutil.iter_modules(__path__):
         if info.name.startswith("_"):

@@ -1,6 +1,6 @@
 """``python -m package``: build deployable artifacts of the model dvc.lock pins.
 
-    python -m package [--target oci|lambda|systemd|all] [--rev REV] [--out dist]
+    python -m package [--target oci|lambda|systemd|mlflow|all] [--rev REV] [--out dist]
                       [--set prefix=/opt/lockserve ...]
 
 The rev is LOCKSERVE_REV's (a branch, tag, commit or GTO name; default HEAD),
@@ -8,7 +8,8 @@ the artifact LOCKSERVE_ARTIFACT's, the remote LOCKSERVE_REMOTE's. The model is r
 verified by the service's resolver before any target is built; exit 1 with one line when it
 cannot be, or when a target fails (what that target had built is removed, its last build in
 dist/ stays as it was; earlier targets' artifacts stay, each complete). ``workspace`` is
-refused: an artifact is labelled with the commit whose dvc.lock pins its model.
+refused: an artifact is labelled with the commit whose dvc.lock pins its model. ``all`` is
+every target but those with ``IN_ALL = False`` (the MLflow export).
 """
 
 from __future__ import annotations
@@ -65,6 +66,13 @@ def _stop(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)  # unwinds, so scratch folders are removed
 
 
+def selected(known: dict[str, ModuleType], target: str) -> list[str]:
+    """The targets ``--target`` names: one, or for ``all`` each that does not opt out."""
+    if target != "all":
+        return [target]
+    return [name for name, module in known.items() if getattr(module, "IN_ALL", True)]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Resolve and verify the pinned model, then build each chosen target; 0, or 1 with one
     line naming the problem."""
@@ -82,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("dvc").setLevel(logging.ERROR)  # the one line below says it all
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _stop)
-    chosen = list(known) if args.target == "all" else [args.target]
+    chosen = selected(known, args.target)
     try:
         options = _options(args.set, [known[name] for name in chosen])
         if args.rev == WORKSPACE:

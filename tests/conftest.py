@@ -284,6 +284,17 @@ def model_repo_template(tmp_path_factory, artifacts) -> Path:
     return base
 
 
+@pytest.fixture(scope="session")
+def scored_base(tmp_path_factory, model_repo_template) -> Path:
+    """The model repo with tables of precomputed answers at t1 and t2 (tests/lookup_repo.py):
+    copy it (lookup_repo.copy) before changing anything."""
+    from tests import lookup_repo
+
+    base = tmp_path_factory.mktemp("lookup") / "built"
+    lookup_repo.build(base, model_repo_template)
+    return base
+
+
 @pytest.fixture()
 def model_repo(tmp_path, model_repo_template) -> Path:
     """A private copy of the template repo and its remote, safe to tamper with."""

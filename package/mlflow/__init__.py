@@ -33,6 +33,9 @@ from contract.schema import Schema
 from package import ROOT, Built, Job, PackageError
 
 TARGET = "mlflow"
+# an export for MLflow's tools, not a way to deploy lockserve: `--target all` (the default)
+# builds the deployable artifacts and leaves it out; `make export-mlflow` builds it
+IN_ALL = False
 HERE = Path(__file__).resolve().parent
 CLIENTS_PYTHON = ROOT / ".venv-clients" / "bin" / "python"
 CLIENTS_LOCK = ROOT / "requirements" / "clients.lock"

@@ -23,13 +23,6 @@ from tests.conftest import dvc, run
 from tests.lookup_repo import IDS, KEY, REFUSED, ROWS, TABLE
 
 
-@pytest.fixture(scope="module")
-def scored_base(tmp_path_factory, model_repo_template) -> Path:
-    base = tmp_path_factory.mktemp("lookup") / "built"
-    lookup_repo.build(base, model_repo_template)
-    return base
-
-
 @pytest.fixture()
 def repo(scored_base, tmp_path) -> Path:
     return lookup_repo.copy(scored_base, tmp_path / "copy")

@@ -6,6 +6,8 @@ multiclass among them) go through the same stages and the app in-process in
 tests/integration/test_any_table.py."""
 
 import json
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -17,6 +19,19 @@ from tests.servers import Server, free_port, http
 from tools import synth
 
 pytestmark = pytest.mark.system
+
+VENV = Path(sys.executable).parent.parent
+MAKE = [
+    "make",
+    "--no-print-directory",
+    f"VENV={VENV}",
+    "-o",
+    f"{VENV}/.installed-dev",
+    "-o",
+    "api/page/static/vendor/.installed",
+    "-o",
+    ".dvc/plots-page.html",
+]
 
 TABLES = {
     "binary integer labels, categorical only": (
@@ -57,7 +72,7 @@ def test_make_init_then_pipeline_then_serve(clone, tmp_path, case):
     table = tmp_path / filename
     synth.write(frame, table)
 
-    init = run(["make", "init", f"DATA={table}", "TARGET=target"], cwd=clone, timeout=600)
+    init = run([*MAKE, "init", f"DATA={table}", "TARGET=target"], cwd=clone, timeout=600)
     assert f"{task} of 'target'" in init.stderr and f"artifact {name}" in init.stderr
     params = yaml.safe_load((clone / "params.yaml").read_text())
     assert params["prepare"]["data"] == f"data/raw/{filename}"
@@ -66,7 +81,7 @@ def test_make_init_then_pipeline_then_serve(clone, tmp_path, case):
     assert (clone / f"data/raw/{filename}.dvc").exists()
     assert md5_file(clone / f"data/raw/{filename}") == md5_file(table)
 
-    run(["make", "pipeline"], cwd=clone, timeout=600)
+    run([*MAKE, "pipeline"], cwd=clone, timeout=600)
     assert "up to date" in dvc("status", "dvc.yaml", cwd=clone).stdout
     lock = yaml.safe_load((clone / "dvc.lock").read_text())
     pinned = {o["path"]: o["md5"] for o in lock["stages"]["train"]["outs"]}["models/model.zip"]
@@ -81,7 +96,7 @@ def test_make_init_then_pipeline_then_serve(clone, tmp_path, case):
     rows = [instance(frame.iloc[i], features) for i in range(3)]
     port = free_port()
     server = Server(
-        ["make", "serve"],
+        [*MAKE, "serve"],
         clone,
         port,
         tmp_path / "serve.log",

@@ -5,6 +5,7 @@ switches every worker to the new table, and the reload line names its md5."""
 import hashlib
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -32,10 +33,8 @@ def table_md5(repo, rev):
     return yaml.safe_load(text)["outs"][0]["md5"]
 
 
-def test_lookups_follow_a_reload_to_the_table_another_rev_pins(
-    model_repo_template, artifacts, tmp_path
-):
-    repo = lookup_repo.build(tmp_path / "built", model_repo_template)
+def test_lookups_follow_a_reload_to_the_table_another_rev_pins(scored_base, artifacts, tmp_path):
+    repo = lookup_repo.copy(scored_base, tmp_path / "copy")
     md5 = {tag: hashlib.md5(artifacts[tag]).hexdigest() for tag in ("v1", "v2")}
     path = tmp_path / "serving.yaml"
     path.write_text(serving("t2", "t1"))
@@ -57,6 +56,15 @@ def test_lookups_follow_a_reload_to_the_table_another_rev_pins(
             text=True,
             timeout=120,
         )
+        # the old workers finish what they hold, then stop: within seconds, only new ones answer
+        t2 = table_md5(repo, "t2")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            answer = http("GET", f"{server.base}/predictions/{IDS[0]}")[1]
+            if answer["table"]["md5"] == t2:
+                break
+            time.sleep(0.2)
+        time.sleep(2.0)  # a worker the reload replaced may answer once more while it drains
         after = [http("GET", f"{server.base}/predictions/{key}")[1] for key in IDS[:2] * 4]
         status, many = http("POST", f"{server.base}/predictions", {"keys": IDS[:3]})
     assert done.returncode == 0, done.stdout + done.stderr

@@ -13,6 +13,7 @@ verify (nothing written) or that does not answer its example (nothing published)
 import dataclasses
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +27,7 @@ from api.resolver import Resolved
 from batch.rows import Scorer, output_columns
 from contract import artifact as contract_artifact
 from contract.values import NA_VALUES
-from tests.conftest import MODEL_REPO_DVC_YAML, RAW, ROOT, git_init, run, venv_env
+from tests.conftest import MODEL_REPO_DVC_YAML, RAW, ROOT, dvc, git_init, run, venv_env
 
 pytestmark = pytest.mark.system
 
@@ -46,14 +47,20 @@ def manifest(out: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def export(tmp_path_factory) -> dict:
-    """The export of HEAD's pinned model, and the md5 and commit dvc.lock pinned it at."""
+def export(tmp_path_factory, model_repo_template) -> dict:
+    """The export of the model a repo's dvc.lock pins at HEAD (the suite's model repo, whose
+    remote holds it: a fresh clone of this repo has no model until `make pipeline`), and the
+    md5 and commit dvc.lock pinned it at."""
     assert CLIENTS_PYTHON.exists(), "run `make clients` (make test does)"
+    base = tmp_path_factory.mktemp("models") / "m"
+    shutil.copytree(model_repo_template, base, symlinks=True)
+    repo = base / "repo"
+    dvc("remote", "modify", "--local", "local", "url", str(base / "remote"), cwd=repo)
     out = tmp_path_factory.mktemp("dist")
-    proc = package(out, "--rev", "HEAD")
+    proc = package(out, "--repo", str(repo), "--rev", "HEAD")
     assert proc.returncode == 0, proc.stderr
     facts = manifest(out)
-    lock = yaml.safe_load(run(["git", "show", f"{facts['commit']}:dvc.lock"], cwd=ROOT).stdout)
+    lock = yaml.safe_load(run(["git", "show", f"{facts['commit']}:dvc.lock"], cwd=repo).stdout)
     (pinned,) = [o for o in lock["stages"]["train"]["outs"] if o["path"] == "models/model.zip"]
     folder = out / "mlflow" / facts["mlflow_model"]
     return {"out": out, "folder": folder, "facts": facts, "md5": pinned["md5"]}

@@ -102,7 +102,9 @@ def test_retrain_promotes_what_keeps_the_metrics_and_refuses_what_ruins_them(clo
     # another forest, the same test metrics -> promoted, through the Makefile's line
     edit_raw(clone, heavier)
     make = run(
-        ["make", "retrain", f"VENV={VENV}", "-o", f"{VENV}/.installed-dev"], cwd=clone, check=False
+        ["make", "--no-print-directory", "retrain", f"VENV={VENV}", "-o", f"{VENV}/.installed-dev"],
+        cwd=clone,
+        check=False,
     )
     out = make.stdout + make.stderr
     assert make.returncode == 0, out

@@ -38,6 +38,14 @@ def test_every_target_is_found_by_its_module():
     assert list(package.targets()) == ["lambda", "mlflow", "oci", "systemd"]
 
 
+def test_all_is_the_deployable_artifacts_and_the_mlflow_export_only_when_named():
+    from package.__main__ import selected
+
+    known = package.targets()
+    assert selected(known, "all") == ["lambda", "oci", "systemd"]
+    assert selected(known, "mlflow") == ["mlflow"]
+
+
 def test_the_unit_names_the_pinned_model_and_the_install_path(tmp_path):
     texts = systemd.render(job(tmp_path, prefix="/srv/ls/", python="/usr/bin/python3.11"))
     unit = texts["lockserve.service"]
