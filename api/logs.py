@@ -60,5 +60,6 @@ def configure(level: str = "INFO") -> None:
     for name in ("uvicorn", "uvicorn.error", "gunicorn.error", "dvc", "dvc_objects", "dvc_data"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+        logging.getLogger(name).setLevel(logging.NOTSET)  # the level is the root's, as asked
     for name in ("uvicorn.access", "gunicorn.access"):  # replaced by our access log
         logging.getLogger(name).disabled = True

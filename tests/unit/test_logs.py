@@ -11,6 +11,9 @@ def test_dvcs_loggers_write_json_through_the_one_handler(capsys):
     root = logging.getLogger()
     saved = root.handlers[:], root.level
     try:
+        import dvc  # noqa: F401 - imported before, as in a process that resolved a model
+
+        logging.getLogger("dvc").setLevel(logging.ERROR)  # as a CLI run in-process leaves it
         logs.configure("INFO")
         logging.getLogger("dvc").warning("failed to collect %s", "x")
         logging.getLogger("dvc_data.index").warning("and this")
