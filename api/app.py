@@ -4,6 +4,7 @@ protocol adapter, errors, and the lifespan that starts and stops what runs in th
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
@@ -13,12 +14,15 @@ from pydantic.json_schema import models_json_schema
 
 from api import bundle, errors, lookup, protocols, runners, schemas, serving, strategies
 from api.core import Core
+from api.logs import FIELDS
 from api.middleware import RequestContext
 from api.resolver import ResolutionError, Resolved, resolve, resolve_path
 from api.settings import Settings
 from api.shadowing import ShadowRunner
-from api.store import ModelStore, load_model
+from api.store import ModelStore, ServedModel, load_model
 from api.strategies.single import Single
+
+log = logging.getLogger("lockserve.app")
 
 
 def serving_config(settings: Settings) -> serving.ServingConfig:
@@ -82,9 +86,10 @@ def build_store(settings: Settings, config: serving.ServingConfig) -> ModelStore
 
 
 def build_lookup(
-    settings: Settings, config: serving.ServingConfig, primary_rev: str
+    settings: Settings, config: serving.ServingConfig, primary: ServedModel
 ) -> lookup.Table | None:
-    """The verified table of precomputed answers serving.yaml's ``lookup`` names, if any."""
+    """The verified table of precomputed answers serving.yaml's ``lookup`` names, if any
+    (at its own rev, else the primary variant's); a warning when another model scored it."""
     if config.lookup is None:
         return None
     if settings.bundle is not None:
@@ -92,7 +97,7 @@ def build_lookup(
             f"{settings.serving_file}: lookup needs the repository that pins "
             f"{config.lookup.path}; LOCKSERVE_BUNDLE serves a model only"
         )
-    rev = config.lookup.rev or primary_rev
+    rev = config.lookup.rev or primary.resolved.rev
     try:
         resolved = resolve_path(
             settings.repo,
@@ -102,9 +107,21 @@ def build_lookup(
             settings.fetch_attempts,
             settings.fetch_backoff_s,
         )
-        return lookup.load(resolved, config.lookup.key)
+        table = lookup.load(resolved, config.lookup.key)
     except ResolutionError as exc:
         raise ResolutionError(f"lookup: {exc}") from None
+    if table.model["md5"] != primary.md5:
+        log.warning(
+            "lookup table %s (%s) was scored by model %s; /predict answers with %s (%s): "
+            "the two may disagree",
+            resolved.path,
+            resolved.rev,
+            table.model["md5"],
+            primary.md5,
+            primary.resolved.rev,
+            extra={FIELDS: {"table_model_md5": table.model["md5"], "md5": primary.md5}},
+        )
+    return table
 
 
 def runners_for(store: ModelStore, settings: Settings) -> dict[str, runners.Runner]:
@@ -200,7 +217,7 @@ def create_app(
         store = build_store(settings, config)
         state_url = settings.state_url.get_secret_value() if settings.state_url else None
         strategy = strategies.build(config, settings.state_db, settings.feedback_ttl_s, state_url)
-        table = build_lookup(settings, config, store.get(strategy.primary).resolved.rev)
+        table = build_lookup(settings, config, store.get(strategy.primary))
     elif strategy is None:
         strategy = Single(store.variants()[0])
     primary = store.get(strategy.primary)

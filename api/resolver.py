@@ -374,7 +374,11 @@ def _verified_file(
         if got == expected:
             return data, source
         found.append(f"{source}: md5 {got}")
-        log.warning(
+        # the work tree holding another version than a rev pins is normal; its own lock not
+        # matching it, or a cache entry that does not match its name, is not
+        ordinary = source == "workspace" and fetch.rev != WORKSPACE
+        log.log(
+            logging.INFO if ordinary else logging.WARNING,
             "%s copy of %s has md5 %s, dvc.lock pins %s: not used",
             source,
             what,

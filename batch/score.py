@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import sys
 import uuid
 from collections.abc import Iterator
@@ -89,6 +90,7 @@ def cluster(scheduler: str | None, workers: int) -> Iterator[Any]:
             dashboard_address="127.0.0.1:0",  # never a fixed port, never beyond loopback
             scheduler_kwargs={"dashboard": False},
             host="127.0.0.1",
+            silence_logs=logging.CRITICAL,  # a worker's failure is this command's one line
         ) as local,
         Client(local) as client,
     ):
@@ -205,11 +207,13 @@ def _workers_import_batch(client: Any) -> None:
 
 def _csv_problem(path: str, exc: Exception) -> str:
     message = " ".join(str(exc).split())
-    if "EOF inside string" in message or "Expected" in message:
+    if "EOF inside string" in message:
         return (
             f"{path}: {message} (a line counted within one block; a quoted cell that spans "
             "lines can straddle blocks: score it with --blocksize 0, one partition a file)"
         )
+    if "Expected" in message:
+        return f"{path}: {message} (a line counted within one block of --blocksize bytes)"
     return f"{path}: {message}"
 
 
@@ -227,6 +231,14 @@ def main(argv: list[str] | None = None) -> int:
         "--blocksize", default="64MB", help="CSV bytes per partition (0: one partition a file)"
     )
     args = parser.parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _main(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for noisy in ("aiobotocore", "botocore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -254,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ScoringError, ResolutionError, OSError, ValueError) as exc:
         log.error("batch scoring failed: %s", " ".join(str(exc).split()))
         return 1
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (below): what was written is removed
+        log.error("batch scoring stopped: nothing written to %s", args.output)
+        return 130
     log.info(
         "scored %d rows of %s (%d refused, their reasons in `error`) with %s md5 %s (%s) into %s",
         rows,
@@ -265,6 +280,11 @@ def main(argv: list[str] | None = None) -> int:
         args.output,
     )
     return 0
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM unwinds as Ctrl-C does, so a half-written output is removed."""
+    raise KeyboardInterrupt
 
 
 def _exists(path: str) -> bool:

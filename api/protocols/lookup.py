@@ -12,12 +12,14 @@ at a rev: api/lookup.py). Without serving.yaml's ``lookup`` these paths answer 4
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from api.core import Core
 from api.errors import STATUS, error_body, error_response
@@ -30,12 +32,28 @@ if TYPE_CHECKING:
     from api.app import LockserveApp
 
 
+INT64 = (-(2**63), 2**63 - 1)  # the widest integer a parquet key column holds
+
+
 class Keys(BaseModel):
     """POST /predictions: the keys to look up."""
 
     model_config = ConfigDict(extra="forbid")
 
-    keys: list[str | int] = Field(min_length=1)
+    keys: list[Any] = Field(
+        min_length=1, json_schema_extra={"items": {"type": ["string", "integer"]}}
+    )
+
+    @field_validator("keys")
+    @classmethod
+    def _strings_or_integers(cls, keys: list[Any]) -> list[Any]:
+        for i, key in enumerate(keys):
+            whole = isinstance(key, int) and not isinstance(key, bool)
+            if not (isinstance(key, str) or (whole and INT64[0] <= key <= INT64[1])):
+                raise PydanticCustomError(
+                    "key", f"keys[{i}] is {json.dumps(key)}: give a string or a 64-bit integer"
+                )
+        return keys
 
 
 PREFIX = "/predictions/"

@@ -5,6 +5,7 @@ its bytes are verified (work tree, cache, remote) and a table that does not fit 
 start in one line."""
 
 import hashlib
+import logging
 import shutil
 from pathlib import Path
 
@@ -92,9 +93,23 @@ def test_a_row_refused_when_scored_answers_with_the_refusal_predict_gives(
     assert unknown.status_code == 404 and "no row with id = 'nobody'" in unknown.text
 
 
-def test_the_table_is_the_one_the_rev_pins(repo, tmp_path, artifacts):
-    """lookup.rev t1 holds v1's answers while the model served is v2's: each answer says so."""
-    app = app_for(repo, tmp_path, {"path": TABLE, "key": KEY, "rev": "t1"})
+def test_the_table_is_the_one_the_rev_pins(repo, tmp_path, artifacts, caplog):
+    """lookup.rev t1 holds v1's answers while the model served is v2's: each answer says so,
+    and the start warns that the two may disagree (not when one model did both)."""
+
+    def warned() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "lockserve.app"]
+
+    with caplog.at_level(logging.WARNING):
+        app_for(repo, tmp_path, {"path": TABLE, "key": KEY})
+        assert warned() == []
+        app = app_for(repo, tmp_path, {"path": TABLE, "key": KEY, "rev": "t1"})
+    v1, v2 = (hashlib.md5(artifacts[v]).hexdigest() for v in ("v1", "v2"))
+    assert "workspace copy" not in caplog.text  # t1's table is not the work tree's: ordinary
+    assert warned() == [
+        f"lookup table {TABLE} (t1) was scored by model {v1}; /predict answers with {v2} (t2): "
+        "the two may disagree"
+    ]
     with TestClient(app) as client:
         body = client.get(f"/predictions/{IDS[0]}").json()
         served = client.post("/predict", json={"instances": ROWS[:1]}).json()["model"]["md5"]
@@ -186,8 +201,14 @@ def test_bad_lookup_requests_are_4xx_naming_the_problem(repo, tmp_path):
         )
         untyped = client.post("/predictions", content=b'{"keys": ["x"]}')
         wrong = client.post("/predictions", json={"key": "x"})
+        huge = client.post("/predictions", json={"keys": ["x", 10**23]})
+        flag = client.post("/predictions", json={"keys": [True]})
     assert too_many.status_code == 413 and "3 keys in one request; at most 2" in too_many.text
     assert empty.status_code == 422 and "keys" in empty.json()["error"]["message"]
     assert broken.status_code == 400 and "not valid JSON" in broken.json()["error"]["message"]
     assert wrong.status_code == 422
     assert untyped.status_code == 415 and "application/json" in untyped.text
+    assert huge.status_code == 422 and huge.json()["error"]["message"] == (
+        f"field 'keys': keys[1] is {10**23}: give a string or a 64-bit integer"
+    )
+    assert flag.status_code == 422 and "keys[0] is true" in flag.text

@@ -10,6 +10,7 @@ import hashlib
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -208,4 +209,59 @@ def test_a_cluster_that_cannot_import_the_code_is_refused_in_one_line(model_repo
     assert "Traceback" not in done.stderr
     (line,) = [line for line in done.stderr.splitlines() if "batch scoring failed" in line]
     assert "the Dask cluster cannot import lockserve's batch code" in line
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("out")]
+
+
+def test_a_bad_csv_line_in_a_later_block_fails_in_one_line_without_worker_traces(
+    model_repo, tmp_path
+):
+    source = tmp_path / "in.csv"
+    table(300).to_csv(source, index=False)
+    with open(source, "a") as out:
+        out.write("1,Biscoe,15.0,217.0,5200.0,male,surplus\n")  # one field too many
+    done = batch_score(
+        str(source),
+        str(tmp_path / "out"),
+        "--workers",
+        "1",
+        "--blocksize",
+        "16kB",
+        LOCKSERVE_REPO=str(model_repo),
+    )
+    assert done.returncode == 1
+    assert (
+        done.stderr.rstrip()
+        .splitlines()[-1]
+        .endswith("(a line counted within one block of --blocksize bytes)")
+    )
+    assert "Expected 6 fields" in done.stderr and "saw 7" in done.stderr
+    assert "Traceback" not in done.stderr and "distributed.worker" not in done.stderr
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("out")]
+
+
+def test_sigterm_while_scoring_removes_what_was_written(model_repo, tmp_path):
+    source = tmp_path / "in"
+    source.mkdir()
+    frame = table(4000)  # 28,000 rows in 40 parts: seconds of work on one worker
+    for i, part in enumerate(range(0, len(frame), 700)):
+        frame.iloc[part : part + 700].to_parquet(source / f"part.{i:02d}.parquet", index=False)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "batch.score", str(source), str(tmp_path / "out"), "--workers", "1"],
+        cwd=ROOT,
+        env=venv_env(LOCKSERVE_GRPC_PORT="0", LOCKSERVE_REPO=str(model_repo)),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("out.partial-*/*.parquet")) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert (
+        err.rstrip()
+        .splitlines()[-1]
+        .endswith(f"batch scoring stopped: nothing written to {tmp_path / 'out'}")
+    )
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("out")]
