@@ -1,5 +1,6 @@
 """Integration: the app through a test client, on a real artifact from the pipeline."""
 
+import functools
 import hashlib
 import json
 import logging
@@ -7,6 +8,7 @@ import logging
 import pytest
 from fastapi.testclient import TestClient
 
+from api import middleware
 from api.app import create_app
 from api.settings import Settings
 from api.store import ModelStore
@@ -216,7 +218,11 @@ def test_oversize_body_is_413(client):
     assert "over the 4096-byte limit" in r.json()["error"]["message"]
 
 
-def test_oversize_chunked_body_is_413(client):
+def test_oversize_chunked_body_is_413(client, monkeypatch):
+    # the test client never ends the body it streams: after the answer the service would
+    # read what is left for LINGER_S (10 s, tests/unit/test_linger.py); 0.2 s here
+    monkeypatch.setattr(middleware, "linger", functools.partial(middleware.linger, max_s=0.2))
+
     def chunks():
         for _ in range(10):
             yield b" " * 1000
