@@ -66,7 +66,7 @@ class FastPredict:
         state["route"] = "/predict"
         problem = not_json(content_type)
         if problem is not None:
-            await self._send(send, 415, orjson.dumps(error_body(415, problem)))
+            await send_json(send, 415, orjson.dumps(error_body(415, problem)))
             return
         chunks, more = [], True
         while more:
@@ -87,15 +87,16 @@ class FastPredict:
                 extra={FIELDS: {"request_id": state.get("request_id")}},
             )
             status, payload = 500, orjson.dumps(error_body(500, INTERNAL))
-        await self._send(send, status, payload)
+        await send_json(send, status, payload)
 
-    @staticmethod
-    async def _send(send: Any, status: int, payload: bytes) -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [*JSON, (b"content-length", str(len(payload)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+
+async def send_json(send: Any, status: int, payload: bytes) -> None:
+    """Answer with ``payload``, a JSON body, in two ASGI messages."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*JSON, (b"content-length", str(len(payload)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})

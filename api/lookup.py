@@ -137,9 +137,8 @@ def load(resolved: ResolvedData, key: str) -> Table:
     classes = [c.removeprefix(PROBA) for c in columns if c.startswith(PROBA)]
     if "label" in columns and classes:
         task = "classification"
-        probabilities = list(
-            zip(*(table.column(PROBA + c).to_pylist() for c in classes), strict=True)
-        )
+        columns_of = (table.column(PROBA + c).to_pylist() for c in classes)
+        probabilities = [list(row) for row in zip(*columns_of, strict=True)]
         labels, values = table.column("label").to_pylist(), []
     elif "value" in columns:
         task, labels, probabilities, values = (
@@ -158,7 +157,7 @@ def load(resolved: ResolvedData, key: str) -> Table:
         index,
         keys,
         labels,
-        [list(p) for p in probabilities],
+        probabilities,
         classes,
         values,
         table.column(ERROR).to_pylist(),

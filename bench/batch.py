@@ -22,8 +22,6 @@ import json
 import logging
 import os
 import platform
-import re
-import subprocess
 import sys
 import tempfile
 import threading
@@ -40,6 +38,7 @@ from api.resolver import Resolved, resolve
 from batch import score
 from batch.rows import Scorer
 from bench import publish
+from bench.run import ab
 from tests.conftest import PENGUIN, RAW, dvc, pinned_repo, run
 from tests.servers import GUNICORN, running
 from tests.system.test_batch import dask_cluster
@@ -154,27 +153,6 @@ def batch_figures(rows: int, tmp: Path, resolved: Resolved) -> dict[str, Any]:
     return out
 
 
-def ab_get(url: str, requests: int, concurrency: int, body: Path | None = None) -> dict[str, Any]:
-    """ab against ``url`` (GET, or POST ``body``): req/s, p50 and p99 (ms), failures."""
-    cmd = ["ab", "-q", "-n", str(requests), "-c", str(concurrency), "-s", "30"]
-    if body is not None:
-        cmd += ["-p", str(body), "-T", "application/json"]
-    text = subprocess.run(
-        [*cmd, url], capture_output=True, text=True, timeout=600, check=True
-    ).stdout
-
-    def number(pattern: str) -> float:
-        match = re.search(pattern, text, re.MULTILINE)
-        return float(match.group(1)) if match else 0.0
-
-    return {
-        "req_per_s": number(r"^Requests per second:\s+([\d.]+)"),
-        "p50_ms": number(r"^\s+50%\s+(\d+)"),
-        "p99_ms": number(r"^\s+99%\s+(\d+)"),
-        "failed": number(r"^Failed requests:\s+(\d+)") + number(r"^Non-2xx responses:\s+(\d+)"),
-    }
-
-
 def lookup_figures(tmp: Path, resolved: Resolved) -> dict[str, Any]:
     """Score LOOKUP_ROWS rows into a DVC-tracked table of a scratch repo; serve it; ab both."""
     repo = pinned_repo(tmp / "lookup", {"bench": resolved.data})
@@ -203,13 +181,13 @@ def lookup_figures(tmp: Path, resolved: Resolved) -> dict[str, Any]:
     ) as server:
         ready_s = time.perf_counter() - started
         key = f"{server.base}/predictions/{LOOKUP_ROWS // 2}"
-        ab_get(key, 2000, 100)  # warm-up
-        ab_get(f"{server.base}/predict", 2000, 100, body)
+        ab(key, None, 2000, 100)  # warm-up
+        ab(f"{server.base}/predict", body, 2000, 100)
         result = {
             "rows": LOOKUP_ROWS,
             "start_to_ready_s": ready_s,
-            "lookup": ab_get(key, AB_REQUESTS, 100),
-            "predict (baseline)": ab_get(f"{server.base}/predict", AB_REQUESTS, 100, body),
+            "lookup": ab(key, None, AB_REQUESTS, 100),
+            "predict (baseline)": ab(f"{server.base}/predict", body, AB_REQUESTS, 100),
             "requests": AB_REQUESTS,
             "concurrency": 100,
         }

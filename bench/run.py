@@ -78,8 +78,9 @@ SERVING = {
 }
 
 
-def ab(url: str, body: Path, requests: int, concurrency: int) -> dict[str, float]:
-    """Run ab against ``url``; return req/s, p50/p99 latency (ms) and failed requests."""
+def ab(url: str, body: Path | None, requests: int, concurrency: int) -> dict[str, float]:
+    """Run ab against ``url`` (POST ``body`` as JSON, or GET when None); return req/s, p50/p99
+    latency (ms) and failed requests."""
     cmd = [
         "ab",
         "-q",
@@ -89,10 +90,7 @@ def ab(url: str, body: Path, requests: int, concurrency: int) -> dict[str, float
         str(concurrency),
         "-s",
         "30",
-        "-p",
-        str(body),
-        "-T",
-        "application/json",
+        *(["-p", str(body), "-T", "application/json"] if body is not None else []),
         url,
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=True).stdout

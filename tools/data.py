@@ -25,11 +25,16 @@ class DataError(Exception):
     """The raw table cannot be had; the message says what was tried."""
 
 
-def _md5(path: Path) -> str | None:
+def md5_of(path: Path) -> str | None:
+    """Hex md5 of a file, read in blocks; None when there is no such file."""
+    digest = hashlib.md5()
     try:
-        return hashlib.md5(path.read_bytes()).hexdigest()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
     except FileNotFoundError:
         return None
+    return digest.hexdigest()
 
 
 def raw_path(params: Path = PARAMS) -> Path:
@@ -65,14 +70,14 @@ def ensure(table: Path) -> str:
 
     dvc_file = table.with_name(table.name + ".dvc")
     expected = pinned_md5(dvc_file)
-    if _md5(table) == expected:
+    if md5_of(table) == expected:
         return "already in the work tree"
     with Repo(".") as repo:
         try:
             repo.pull(targets=[str(dvc_file)])
         except DvcException as exc:
             log.info("dvc pull %s: %s", dvc_file, " ".join(str(exc).split()))
-        if _md5(table) == expected:
+        if md5_of(table) == expected:
             return "pulled from the default remote"
         data = packaged_example()
         if hashlib.md5(data).hexdigest() != expected:

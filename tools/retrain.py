@@ -23,7 +23,6 @@ committed; 3 committed and registered but the stage not moved (the line says wha
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 import subprocess
@@ -255,6 +254,8 @@ def pinned_md5(root: Path, path: str, rev: str | None) -> str | None:
         info = fs.info(path)
     except FileNotFoundError:
         return None
+    finally:
+        fs.close()  # its git packs and DVC index: not left to the garbage collector
     return info.get("md5") or (info.get("dvc_info") or {}).get("md5")
 
 
@@ -263,17 +264,6 @@ def metrics_at(root: Path, rev: str | None) -> dict[str, Any]:
     import dvc.api
 
     return flatten(dvc.api.metrics_show(repo=str(root), rev=rev))
-
-
-def file_md5(path: Path) -> str | None:
-    digest = hashlib.md5()
-    try:
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    except FileNotFoundError:
-        return None
-    return digest.hexdigest()
 
 
 def earlier_pins(root: Path, dvc_file: Path) -> set[str]:
@@ -315,7 +305,7 @@ def refresh_raw(repo: Any, root: Path) -> str:
             raise RetrainError(f"dvc update {dvc_file}: {one_line(exc)}") from None
         now = raw_data.pinned_md5(dvc_file)
         return "import unchanged" if now == pinned else f"import updated, md5 {pinned} → {now}"
-    found = file_md5(table)
+    found = raw_data.md5_of(table)
     if found is None:
         return raw_data.ensure(table)
     if found == pinned:
@@ -329,8 +319,9 @@ def refresh_raw(repo: Any, root: Path) -> str:
                 f"{table} in the work tree is an older version (md5 {found}); the pinned md5 "
                 f"{pinned} cannot be pulled: {one_line(exc)}"
             ) from None
-        if file_md5(table) != pinned:
-            raise RetrainError(f"dvc pull {dvc_file} left md5 {file_md5(table)}, not {pinned}")
+        pulled = raw_data.md5_of(table)
+        if pulled != pinned:
+            raise RetrainError(f"dvc pull {dvc_file} left md5 {pulled}, not {pinned}")
         return f"replaced an older copy (md5 {found}) with the pinned md5 {pinned}"
     log.info("%s: a new version in the work tree (md5 %s, was %s): dvc add", table, found, pinned)
     try:

@@ -23,7 +23,7 @@ from pydantic_core import PydanticCustomError
 
 from api.core import Core
 from api.errors import STATUS, error_body, error_response
-from api.fastpath import JSON, not_json
+from api.fastpath import not_json, send_json
 from api.lookup import ERROR, Table
 from api.problems import from_validation
 from api.settings import Settings
@@ -174,19 +174,9 @@ class FastLookup:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path = scope.get("path", "")
         key = path[len(PREFIX) :]
-        if scope["type"] != "http" or scope["method"] != "GET" or not path.startswith(PREFIX):
-            await self.app(scope, receive, send)
-            return
-        if not key or "/" in key:
+        mine = scope["type"] == "http" and scope["method"] == "GET" and path.startswith(PREFIX)
+        if not mine or not key or "/" in key:  # everything else: the router
             await self.app(scope, receive, send)
             return
         scope.setdefault("state", {})["route"] = "/predictions/{key}"
-        status, payload = self.respond(key)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [*JSON, (b"content-length", str(len(payload)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        await send_json(send, *self.respond(key))
