@@ -12,10 +12,10 @@ from typing import Any, Protocol
 from fastapi import FastAPI
 from pydantic.json_schema import models_json_schema
 
-from api import bundle, errors, lookup, protocols, runners, schemas, serving, strategies
+from api import bundle, errors, lookup, metrics, protocols, runners, schemas, serving, strategies
 from api.core import Core
 from api.logs import FIELDS
-from api.middleware import RequestContext
+from api.middleware import RequestContext, access
 from api.resolver import ResolutionError, Resolved, resolve, resolve_path
 from api.settings import Settings
 from api.shadowing import ShadowRunner
@@ -238,6 +238,8 @@ def create_app(
             for service in reversed(started):
                 await service.stop()
             await core.stop()
+            metrics.TALLY.flush()  # the last requests' counts and access lines
+            access.flush()
 
     app = LockserveApp(
         title="lockserve",

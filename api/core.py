@@ -42,7 +42,7 @@ class Answer:
         return predictions(backend.task, backend.classes, self.output, self.answered)
 
 
-def sparse_rows(schema: Schema, rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+def sparse_rows(schema: Schema, rows: Sequence[tuple[Any, ...]]) -> list[dict[str, Any]]:
     """A detail for each row training would have dropped: more missing values (None) than the
     artifact's ``max_missing_features``."""
     limit = schema.max_missing_features
@@ -58,7 +58,7 @@ def sparse_rows(schema: Schema, rows: Sequence[Sequence[Any]]) -> list[dict[str,
             "loc": ["instances", i],
         }
         for i, row in enumerate(rows)
-        if (missing := sum(value is None for value in row)) > limit
+        if (missing := row.count(None)) > limit
     ]
 
 

@@ -52,7 +52,8 @@ def when_ready(server: object) -> None:
     from api.reload import served, state_path, write_state
 
     app = server.app.callable  # type: ignore[attr-defined]
-    write_state(state_path(pidfile), "started", os.getpid(), variants=served(app))
+    if hasattr(app, "state"):  # lockserve's app (the benchmarks' HTTP floor is a bare one)
+        write_state(state_path(pidfile), "started", os.getpid(), variants=served(app))
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)

@@ -1,5 +1,8 @@
-"""Structured logging: one JSON object a line on stderr, through the standard logging module."""
+"""Structured logging: one JSON object a line on stderr, through the standard logging module;
+and the access log's hot path (:class:`AccessLog`), which writes the same lines to the same
+handler a loop turn at a time."""
 
+import asyncio
 import logging
 import sys
 import time
@@ -8,6 +11,7 @@ from typing import Any
 import orjson
 
 FIELDS = "fields"  # log.info("msg", extra={FIELDS: {...}}) adds keys to the JSON line
+HANDLER: logging.StreamHandler | None = None  # the JSON handler configure() put on the root logger
 
 
 class JsonFormatter(logging.Formatter):
@@ -47,8 +51,10 @@ def configure(level: str = "INFO") -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
+    global HANDLER
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    HANDLER = handler
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -63,3 +69,65 @@ def configure(level: str = "INFO") -> None:
         logging.getLogger(name).setLevel(logging.NOTSET)  # the level is the root's, as asked
     for name in ("uvicorn.access", "gunicorn.access"):  # replaced by our access log
         logging.getLogger(name).disabled = True
+
+
+class AccessLog:
+    """One INFO line a request on ``logger``, at a fraction of a log record's cost.
+
+    While the line's only way out is the JSON handler :func:`configure` set up (no other
+    handler or filter on the way, the logger enabled for INFO), the line is formatted here as
+    that handler would format it and kept; the loop writes what a turn kept in one call, right
+    after the turn, under the handler's lock. Anything else (another handler, a filter, a caller
+    with no running loop) gets an ordinary log record, so what is configured always decides.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+        self._lines: list[str] = []
+        self._clock = JsonFormatter()
+
+    def _direct(self) -> logging.StreamHandler | None:
+        """The JSON handler, when it is the only handler and nothing filters on the way."""
+        handler = HANDLER
+        if handler is None or handler.filters:
+            return None
+        node: Any = self.logger
+        while node.parent is not None:  # up to the root: no handler, no filter, propagating
+            if node.handlers or node.filters or not node.propagate:
+                return None
+            node = node.parent
+        return handler if node.handlers == [handler] and not node.filters else None
+
+    def info(self, message: str, fields: dict[str, Any]) -> None:
+        """Log ``message`` with ``fields`` at INFO."""
+        logger = self.logger
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        handler = self._direct()
+        try:
+            loop = asyncio.get_running_loop() if handler is not None else None
+        except RuntimeError:
+            loop = None
+        if loop is None:
+            logger.info("%s", message, extra={FIELDS: fields})
+            return
+        line = {
+            "ts": self._clock._time(time.time()),
+            "level": "INFO",
+            "logger": logger.name,
+            "msg": message,
+        }
+        line.update(fields)
+        self._lines.append(orjson.dumps(line, default=str).decode())
+        if len(self._lines) == 1:
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write the lines kept so far."""
+        lines, self._lines = self._lines, []
+        handler = HANDLER
+        if not lines or handler is None:
+            return
+        with handler.lock:  # type: ignore[union-attr] - created with the handler
+            handler.stream.write("\n".join(lines) + "\n")
+            handler.flush()

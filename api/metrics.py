@@ -6,6 +6,8 @@ Under gunicorn, PROMETHEUS_MULTIPROC_DIR is set before anything imports promethe
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 import os
 
 from prometheus_client import (
@@ -19,11 +21,12 @@ from prometheus_client import (
 )
 
 REQUESTS = Counter("lockserve_requests", "HTTP requests answered", ["path", "variant", "status"])
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 LATENCY = Histogram(
     "lockserve_request_seconds",
     "Time to answer a request",
     ["path", "variant", "status"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    buckets=LATENCY_BUCKETS,
 )
 SHADOW = Counter(
     "lockserve_shadow_instances", "Instances scored by a shadow variant", ["variant", "outcome"]
@@ -42,8 +45,60 @@ BATCH_ROWS = Histogram(
 )
 
 
+FLUSH_S = 0.5  # a worker's requests reach the Prometheus values at most this late
+
+
+class RequestTally:
+    """REQUESTS and LATENCY for this process, added up between writes.
+
+    Each update of a Prometheus value takes a lock and, in multiprocess mode, writes a
+    memory-mapped file; a request would make four. Instead a request adds to a dict, and the
+    sums reach the values FLUSH_S after the first request since the last write (the event loop
+    does it), when this process renders /metrics, and when the app stops. A latency lands in the
+    bucket Histogram.observe would put it in.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[tuple[str, str, str], list[float]] = {}
+        self._bounds = (*LATENCY_BUCKETS, float("inf"))
+        self._scheduled = False
+
+    def add(self, labels: tuple[str, str, str], seconds: float) -> None:
+        """Count one request with ``labels`` (path, variant, status) that took ``seconds``."""
+        entry = self._pending.get(labels)
+        if entry is None:
+            entry = self._pending[labels] = [0.0] * (len(self._bounds) + 1)
+        entry[0] += seconds
+        entry[1 + bisect.bisect_left(self._bounds, seconds)] += 1
+        if not self._scheduled:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop to write later: now
+                self.flush()
+                return
+            self._scheduled = True
+            loop.call_later(FLUSH_S, self.flush)
+
+    def flush(self) -> None:
+        """Write what was added since the last write to the Prometheus values."""
+        self._scheduled = False
+        pending, self._pending = self._pending, {}
+        for labels, (total, *counts) in pending.items():
+            REQUESTS.labels(*labels).inc(sum(counts))
+            child = LATENCY.labels(*labels)
+            child._sum.inc(total)  # noqa: SLF001 - what observe() does, for many at once
+            for bucket, count in zip(child._buckets, counts, strict=True):  # noqa: SLF001
+                if count:
+                    bucket.inc(count)
+
+
+TALLY = RequestTally()
+
+
 def render() -> tuple[bytes, str]:
-    """The exposition text for /metrics: all workers' samples in multiprocess mode."""
+    """The exposition text for /metrics: all workers' samples in multiprocess mode (this
+    process's latest requests included)."""
+    TALLY.flush()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

@@ -17,10 +17,11 @@ from typing import Any
 
 from api import metrics
 from api.errors import ErrorShapes
-from api.logs import FIELDS
+from api.logs import FIELDS, AccessLog
 from api.problems import INTERNAL
 
 log = logging.getLogger("lockserve.access")
+access = AccessLog(log)
 
 BODY_METHODS = {b"POST", b"PUT", b"PATCH"}
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -161,25 +162,21 @@ class RequestContext:
                 await self._reject(send_with_id, scope["path"], 500, INTERNAL)
         finally:
             elapsed = time.perf_counter() - started
-            labels = (route_of(scope), state.get("variant") or "", str(status["code"]))
-            metrics.REQUESTS.labels(*labels).inc()
-            metrics.LATENCY.labels(*labels).observe(elapsed)
-            log.info(
-                "%s %s %d",
-                scope["method"],
-                scope["path"],
-                status["code"],
-                extra={
-                    FIELDS: {
-                        "request_id": state["request_id"],
-                        "method": scope["method"],
-                        "path": scope["path"],
-                        "status": status["code"],
-                        "latency_ms": round(elapsed * 1000, 3),
-                        "batch_size": state.get("batch_size"),
-                        "variant": state.get("variant"),
-                        "model_md5": state.get("model_md5"),
-                    }
+            metrics.TALLY.add(
+                (route_of(scope), state.get("variant") or "", str(status["code"])), elapsed
+            )
+            method, path = scope["method"], scope["path"]
+            access.info(
+                f"{method} {path} {status['code']}",
+                {
+                    "request_id": state["request_id"],
+                    "method": method,
+                    "path": path,
+                    "status": status["code"],
+                    "latency_ms": round(elapsed * 1000, 3),
+                    "batch_size": state.get("batch_size"),
+                    "variant": state.get("variant"),
+                    "model_md5": state.get("model_md5"),
                 },
             )
 

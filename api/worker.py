@@ -1,5 +1,6 @@
 """The gunicorn worker class: uvicorn on uvloop and httptools, without uvicorn's access log
-(the app writes its own JSON access line), and with a shutdown that drains.
+(the app writes its own JSON access line) or its proxy-headers layer, and with a shutdown that
+drains.
 
 On SIGTERM or a reload, uvicorn stops accepting and then closes every connection that has no
 request in progress, including one it accepted a moment ago whose request bytes are still in
@@ -75,7 +76,13 @@ class DrainingServer(Server):
 
 
 class Worker(UvicornWorker):
-    CONFIG_KWARGS = {"loop": "uvloop", "http": "httptools", "access_log": False}
+    # no proxy-headers layer: nothing here reads the client's address
+    CONFIG_KWARGS = {
+        "loop": "uvloop",
+        "http": "httptools",
+        "access_log": False,
+        "proxy_headers": False,
+    }
 
     async def _serve(self) -> None:
         self.config.app = self.wsgi

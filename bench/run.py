@@ -17,16 +17,19 @@ import json
 import logging
 import os
 import platform
+import random
 import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
+import yaml
 
-from bench import fill_readme, protocols
+from bench import fill_readme, profile, protocols
 from tests.conftest import PENGUIN
 from tests.servers import Server, free_port, running
 
@@ -36,9 +39,13 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 BIN = Path(sys.executable).parent
 GUNICORN = f"{BIN}/gunicorn -c api/gunicorn_conf.py"
+GRANIAN = f"{BIN}/python -m bench.granian_server"
 BASELINE = "flask + gunicorn -w 4 (lecture baseline, sklearn)"
 DEFAULT = "lockserve default (onnx)"
 FLOOR = "HTTP floor (hello-world, same server and workers)"
+GRANIAN_FLOOR = "HTTP floor, granian"
+# the default server takes the large requests too
+LARGE = {"LOCKSERVE_MAX_BATCH": "10000", "LOCKSERVE_MAX_BODY_BYTES": str(8 << 20)}
 # name -> (shell command binding 127.0.0.1:$PORT, extra environment, requests)
 SERVERS: dict[str, tuple[str, dict[str, str], int]] = {
     BASELINE: (
@@ -56,7 +63,8 @@ SERVERS: dict[str, tuple[str, dict[str, str], int]] = {
         {"LOCKSERVE_BACKEND": "sklearn", "LOCKSERVE_RUNNER": "batch"},
         10000,
     ),
-    DEFAULT: (f"{GUNICORN} api.main:app", {}, 20000),
+    DEFAULT: (f"{GUNICORN} api.main:app", LARGE, 20000),
+    "lockserve default (onnx), granian instead of gunicorn": (f"{GRANIAN} api.main:app", {}, 20000),
     "lockserve canary 50/50, two variants (onnx)": (
         f"{GUNICORN} api.main:app",
         {"LOCKSERVE_SERVING_FILE": "{tmp}/canary.yaml"},
@@ -67,7 +75,13 @@ SERVERS: dict[str, tuple[str, dict[str, str], int]] = {
         {"LOCKSERVE_SERVING_FILE": "{tmp}/bandit.yaml", "LOCKSERVE_STATE_DB": "{tmp}/state.sqlite"},
         20000,
     ),
+    "lockserve canary, four variants (onnx)": (
+        f"{GUNICORN} api.main:app",
+        {"LOCKSERVE_SERVING_FILE": "{tmp}/canary4.yaml"},
+        20000,
+    ),
     FLOOR: (f"{GUNICORN} bench.floor:app", {}, 20000),
+    GRANIAN_FLOOR: (f"{GRANIAN} bench.floor:app", {}, 20000),
 }
 # Two variants of the pinned model, loaded side by side (both at HEAD: routing and memory
 # cost, whatever the models).
@@ -75,6 +89,8 @@ SERVING = {
     "canary.yaml": "strategy: canary\nvariants:\n  a: {rev: HEAD, weight: 50}\n"
     "  b: {rev: HEAD, weight: 50}\n",
     "bandit.yaml": "strategy: bandit\nvariants:\n  a: {rev: HEAD}\n  b: {rev: HEAD}\n",
+    "canary4.yaml": "strategy: canary\nvariants:\n"
+    + "".join(f"  {v}: {{rev: HEAD, weight: 25}}\n" for v in "abcd"),
 }
 
 
@@ -118,11 +134,74 @@ def rss_mb(pid: int) -> dict[str, float]:
     master = psutil.Process(pid)
     workers = master.children(recursive=True)
     per_worker = [w.memory_info().rss / 1e6 for w in workers]
+    # PSS counts a page shared by n processes as 1/n in each: their sum is what all use
+    pss = sum(p.memory_full_info().pss for p in [master, *workers]) / 1e6
     return {
         "master_mb": round(master.memory_info().rss / 1e6, 1),
         "worker_mb": round(max(per_worker), 1) if per_worker else 0.0,
         "total_mb": round((master.memory_info().rss / 1e6) + sum(per_worker), 1),
+        "pss_total_mb": round(pss, 1),
     }
+
+
+def pinned_artifact() -> Any:
+    """The artifact dvc.lock pins, from the work tree (md5-checked)."""
+    from api.artifact import load
+
+    lock = yaml.safe_load((ROOT / "dvc.lock").read_text())
+    md5 = lock["stages"]["train"]["outs"][0]["md5"]
+    return load((ROOT / "models/model.zip").read_bytes(), md5)
+
+
+def random_instances(schema: Any, n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` instances drawn inside the schema's ranges and categories."""
+    rng = random.Random(seed)
+    return [
+        {
+            f.name: round(rng.uniform(f.min, f.max), 1)
+            if f.type == "number"
+            else rng.choice(f.categories)
+            for f in schema.features
+        }
+        for _ in range(n)
+    ]
+
+
+def graph_alone(artifact: Any, instances: list[dict[str, Any]], repeats: int = 20) -> float:
+    """rows/s of the ONNX graph alone, in process on one thread, over the instances' feature
+    matrix (the median of ``repeats`` runs)."""
+    from api.backends import OnnxBackend
+
+    backend = OnnxBackend(artifact)  # one intra-op thread, as a worker runs it
+    rows = [tuple(i[name] for name in artifact.schema.names) for i in instances]
+    matrix = backend._features.rows(rows)  # noqa: SLF001 - the graph's input, made once
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        backend._run(matrix)  # noqa: SLF001
+        times.append(time.perf_counter() - started)
+    return round(len(rows) / sorted(times)[len(times) // 2])
+
+
+def large_requests(url: str, tmp: Path, artifact: Any) -> dict[str, dict[str, float]]:
+    """1000- and 10,000-row requests of random rows end to end (ab), against the graph alone
+    on the same rows in the same run."""
+    out = {}
+    for rows, requests, concurrency in ((1000, 300, 8), (10000, 40, 4)):
+        instances = random_instances(artifact.schema, rows)
+        body = tmp / f"rows{rows}.json"
+        body.write_text(json.dumps({"instances": instances}))
+        ab(url, body, 2 * concurrency, concurrency)  # warm-up
+        result = ab(url, body, requests, concurrency)
+        end_to_end = round(result["req_per_s"] * rows)
+        alone = graph_alone(artifact, instances)
+        out[str(rows)] = {
+            **result,
+            "rows_per_s": end_to_end,
+            "graph_alone_rows_per_s": alone,
+            "of_graph_alone": round(end_to_end / alone, 2),
+        }
+    return out
 
 
 def start_to_ready(tmp: Path, repeats: int = 3) -> float:
@@ -169,20 +248,26 @@ def in_process() -> dict[str, float]:
         if match:
             rows, backend = match.groups()
             result[f"{backend}_{rows}_rows_us_per_row"] = round(median_us / int(rows), 2)
+        elif bench["name"] == "test_hot_path_access_log_1000_lines":
+            result["access_log_line_us"] = round(median_us / 1000, 2)
         else:
             result[bench["name"].removeprefix("test_hot_path_") + "_us"] = round(median_us, 1)
     return result
 
 
+def floor_of(name: str) -> str:
+    """The HTTP floor a server's req/s is set against: the same server's hello-world."""
+    return GRANIAN_FLOOR if "granian" in name else FLOOR
+
+
 def bench(concurrency: int) -> dict:
     rows: list[dict] = []
     extra: dict = {}
+    artifact = pinned_artifact()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         one = tmp / "one.json"
         one.write_text(json.dumps({"instances": [PENGUIN]}))
-        thousand = tmp / "thousand.json"
-        thousand.write_text(json.dumps({"instances": [PENGUIN] * 1000}))
         for filename, text in SERVING.items():
             (tmp / filename).write_text(text)
         for name, (command, env_template, requests) in SERVERS.items():
@@ -195,40 +280,58 @@ def bench(concurrency: int) -> dict:
                 ab(url, one, min(500, requests), min(20, concurrency))  # warm-up
                 result = ab(url, one, requests, concurrency)
                 result.update(rss_mb(server.proc.pid))
+                result.update(profile.cpu_per_request(server.proc.pid, url, one, requests))
                 if name == DEFAULT:
-                    batch = ab(url, thousand, 200, 4)
-                    extra["batch_1000"] = {**batch, "rows_per_s": round(batch["req_per_s"] * 1000)}
+                    extra["large"] = large_requests(url, tmp, artifact)
+                    extra["profile"] = profile.profile(server.proc.pid, url, one, 60000, 5)
+                if name == FLOOR:
+                    extra["floor_cpu_us"] = result["server_cpu_us_per_request"]
             rows.append({"server": name, **result})
             log.info("%s: %s", name, result)
         extra["start_to_ready_s"] = start_to_ready(tmp)
     extra["in_process"] = in_process()
     baseline = rows[0]["req_per_s"]
-    floor = next(r for r in rows if r["server"] == FLOOR)["req_per_s"]
+    floors = {r["server"]: r["req_per_s"] for r in rows if r["server"] in (FLOOR, GRANIAN_FLOOR)}
     for row in rows:
         row["ratio"] = round(row["req_per_s"] / baseline, 2)
-        row["of_floor"] = round(row["req_per_s"] / floor, 3)
+        row["of_floor"] = round(row["req_per_s"] / floors[floor_of(row["server"])], 3)
     return {"rows": rows, **extra}
 
 
 def table(result: dict) -> str:
     lines = [
-        "| server | req/s | × baseline | % of floor | p50 ms | p99 ms | failed | "
-        "RSS/worker MB | RSS total MB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| server | req/s | × baseline | % of its floor | p50 ms | p99 ms | failed | "
+        "RSS/worker MB | RSS total MB | PSS total MB | server CPU µs/request |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         lines.append(
             f"| {r['server']} | {r['req_per_s']:.0f} | {r['ratio']:.1f} | "
             f"{100 * r['of_floor']:.0f}% | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
-            f"{r['failed']:.0f} | {r['worker_mb']:.0f} | {r['total_mb']:.0f} |"
+            f"{r['failed']:.0f} | {r['worker_mb']:.0f} | {r['total_mb']:.0f} | "
+            f"{r['pss_total_mb']:.0f} | {r['server_cpu_us_per_request']:.0f} |"
         )
-    b = result["batch_1000"]
     p = result["in_process"]
+    lines += ["", "Large requests, random rows inside the schema (default server):", ""]
+    lines += [
+        "| rows/request | ab -c | req/s | rows/s end to end | graph alone, 1 thread, rows/s | "
+        "× graph alone | p50 ms | p99 ms | failed |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for rows, b in result["large"].items():
+        lines.append(
+            f"| {int(rows):,} | {b['concurrency']} | {b['req_per_s']:.1f} | "
+            f"{b['rows_per_s']:,} | {b['graph_alone_rows_per_s']:,} | {b['of_graph_alone']} | "
+            f"{b['p50_ms']:.0f} | {b['p99_ms']:.0f} | {b['failed']:.0f} |"
+        )
     lines += [
         "",
-        f"- 1000 instances per request (default server, ab -c 4 -n 200): "
-        f"{b['rows_per_s']:,} rows/s, p50 {b['p50_ms']:.0f} ms, p99 {b['p99_ms']:.0f} ms, "
-        f"{b['failed']:.0f} failed.",
+        "Where a single-row request's time goes (default server under ab -c 100, py-spy "
+        f"sampling both workers, {result['profile']['samples']:,} samples; µs = share × the "
+        "workers' CPU per request in an unsampled run):",
+        "",
+        profile.table(result["profile"], result.get("floor_cpu_us")),
+        "",
         f"- In process (pytest-benchmark median): onnx {p['onnx_1_rows_us_per_row']} µs for "
         f"one row, {p['onnx_1000_rows_us_per_row']} µs/row in 1000; sklearn "
         f"{p['sklearn_1_rows_us_per_row']} µs for one row, "

@@ -10,12 +10,14 @@ this reader and the service computes its inputs with it, so both read the spec a
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from contract.schema import ContractError
+
+BY_COLUMN = 64  # from this many rows on, a column at a time (numpy) beats a row at a time
 
 
 def _is_missing(value: Any) -> bool:
@@ -57,6 +59,9 @@ class FeatureBuilder:
 
     def rows(self, rows: Sequence[Sequence[Any]]) -> np.ndarray:
         """One float32 row per instance; each instance lists its values in schema order."""
+        if len(rows) >= BY_COLUMN:
+            columns = list(zip(*rows, strict=True))
+            return self._matrix(len(rows), lambda at, _: columns[at])
         out = np.zeros((len(rows), len(self.inputs)), np.float32)
         numeric, categorical = self._numeric, self._categorical
         for i, row in enumerate(rows):
@@ -75,14 +80,20 @@ class FeatureBuilder:
         """The same matrix from whole columns (numbers with NaN or None for missing; categories
         as strings with None or NaN for missing), vectorised for large tables."""
         n = len(next(iter(columns.values()))) if columns else 0
+        return self._matrix(n, lambda _, name: columns[name])
+
+    def _matrix(self, n: int, column: Callable[[int, str], Any]) -> np.ndarray:
+        """The matrix of ``n`` rows from ``column(position in a row, name)``."""
         out = np.zeros((n, len(self.inputs)), np.float32)
-        for j, (_, name, fill) in enumerate(self._numeric):
-            values = np.asarray(columns[name], dtype=np.float64)
+        for j, (at, name, fill) in enumerate(self._numeric):
+            values = np.asarray(column(at, name), dtype=np.float64)  # None becomes NaN
             out[:, j] = np.where(np.isnan(values), fill, values)
-        for _, name, fill, index in self._categorical:
-            values = np.asarray(columns[name], dtype=object)
+        for at, name, fill, index in self._categorical:
+            values = column(at, name)
+            if isinstance(values, np.ndarray):
+                values = values.tolist()
             codes = np.fromiter(
-                (index.get(fill if _is_missing(v) else v, -1) for v in values.tolist()),
+                (index.get(fill if _is_missing(v) else v, -1) for v in values),
                 dtype=np.int64,
                 count=n,
             )

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from api.metrics import FLUSH_S
 from tests.conftest import PENGUIN, ROOT
 from tests.servers import GUNICORN, http, refused, running
 
@@ -71,17 +72,23 @@ def test_canary_on_two_workers_with_metrics(model_repo, artifacts, tmp_path):
             _, again, _ = post(server.base, {"instances": [PENGUIN]}, key=f"user-{i}")
             assert again["model"] == body["model"]
             seen[i] = body["model"]
-        families = scrape(server.base)
+        # each worker writes its counts at most FLUSH_S after a request: scrape until then
+        deadline = time.monotonic() + 10 * FLUSH_S
+        while True:
+            families = scrape(server.base)
+            counted = sum(
+                s.value
+                for s in families["lockserve_requests"].samples
+                if s.name == "lockserve_requests_total"
+                and s.labels["path"] == "/predict"
+                and s.labels["status"] == "200"
+            )
+            if counted >= 120 or time.monotonic() > deadline:
+                break
+            time.sleep(FLUSH_S / 5)
     assert {m["variant"] for m in seen.values()} == {"stable", "candidate"}
     for model in seen.values():
         assert model["md5"] == expected["v1" if model["variant"] == "stable" else "v2"]
-    counted = sum(
-        s.value
-        for s in families["lockserve_requests"].samples
-        if s.name == "lockserve_requests_total"
-        and s.labels["path"] == "/predict"
-        and s.labels["status"] == "200"
-    )
     assert counted == 120  # both workers' samples, added up
     assert "lockserve_request_seconds" in families
 

@@ -40,6 +40,29 @@ def test_columns_give_the_rows_matrix():
     np.testing.assert_array_equal(builder.columns(columns), by_rows)
 
 
+def test_many_rows_read_a_column_at_a_time_alike():
+    import random
+
+    import contract.features as features
+
+    rng = random.Random(0)
+    rows = [
+        (
+            rng.choice(["x", "y", "z", None]),
+            rng.choice([None, rng.uniform(-5, 5)]),
+            rng.choice([None, rng.uniform(-5, 5)]),
+        )
+        for _ in range(3 * features.BY_COLUMN)
+    ]
+    builder = FeatureBuilder(SPEC, NAMES)
+    by_column = builder.rows(rows)
+    one_at_a_time = np.vstack([builder.rows([row]) for row in rows])
+    np.testing.assert_array_equal(by_column, one_at_a_time)
+    # as many rows as a request may carry, either side of where the two ways meet
+    for n in (features.BY_COLUMN - 1, features.BY_COLUMN):
+        np.testing.assert_array_equal(builder.rows(rows[:n]), one_at_a_time[:n])
+
+
 def test_spec_must_cover_every_input():
     with pytest.raises(ContractError, match="3 columns for 5 inputs"):
         FeatureBuilder({**SPEC, "numeric": []}, NAMES)
