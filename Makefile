@@ -17,7 +17,7 @@ help:  ## list targets
 $(VENV)/.installed-%: requirements/%.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
-	$(BIN)/uv pip sync -q --python $(BIN)/python $<
+	$(BIN)/uv pip sync -q --compile-bytecode --python $(BIN)/python $<
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -27,7 +27,7 @@ CLIENTS := .venv-clients
 $(CLIENTS)/.installed: requirements/clients.lock
 	$(PYTHON) -m venv $(CLIENTS)
 	$(CLIENTS)/bin/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
-	$(CLIENTS)/bin/uv pip sync -q --python $(CLIENTS)/bin/python $<
+	$(CLIENTS)/bin/uv pip sync -q --compile-bytecode --python $(CLIENTS)/bin/python $<
 	touch $@
 
 clients: $(CLIENTS)/.installed  ## .venv-clients: tritonclient, the kserve SDK and mlflow, for the protocol tests and the MLflow export

@@ -16,7 +16,7 @@ import numpy as np
 from api.artifact import Artifact
 from contract.artifact import OUTPUTS
 from contract.features import FeatureBuilder
-from contract.labels import labels
+from contract.labels import label_list
 
 log = logging.getLogger("lockserve.backends")
 
@@ -102,7 +102,7 @@ class SklearnBackend:
 def decide(task: str, classes: list[Any], output: Any) -> list[Any]:
     """What a backend's output answers per row: a class (the label rule) or a value."""
     if task == "classification":
-        return [classes[i] for i in labels(output).tolist()]
+        return [classes[i] for i in label_list(output)]
     return output.tolist()
 
 

@@ -9,6 +9,7 @@ service itself runs under gunicorn (`make serve`): this is the measured alternat
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import sys
@@ -20,6 +21,8 @@ def main() -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="lockserve-metrics-")
     module, _, name = sys.argv[1].partition(":")
     app = getattr(importlib.import_module(module), name)  # lockserve's exits 3 here if refused
+    gc.collect()
+    gc.freeze()  # what was loaded stays out of the workers' collections (measured: +5-10% req/s)
 
     from granian.constants import HTTPModes, Interfaces, Loops
     from granian.server import Server

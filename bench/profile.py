@@ -11,6 +11,7 @@ uvloop's socket work to the server).
 from __future__ import annotations
 
 import collections
+import logging
 import subprocess
 import sys
 import tempfile
@@ -180,3 +181,63 @@ def table(result: dict[str, Any], floor_us: float | None = None) -> str:
             f"| the HTTP floor's server CPU per request (same server) | {floor_us:.1f} | |"
         )
     return "\n".join(lines)
+
+
+def in_process_parts(app: Any, body: bytes, repeats: int = 5) -> dict[str, float]:
+    """µs per request of each step of POST /predict for ``body``, in process on one thread
+    (the best of ``repeats``), and of the whole request through the ASGI app."""
+    import asyncio
+
+    import orjson
+
+    from api.backends import decide, predictions
+
+    core = app.state.core
+    backend = core.store.get(core.strategy.primary).backend
+    rows = core.rows(body)
+    matrix = backend._features.rows(rows)  # noqa: SLF001 - the steps of OnnxBackend.predict
+    output = backend._run(matrix)  # noqa: SLF001
+    answered = decide(backend.task, backend.classes, output)
+    answer = predictions(backend.task, backend.classes, output, answered)
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/predict",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json")],
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        return None
+
+    from api import logs
+
+    loop = asyncio.new_event_loop()
+    root = logging.getLogger()
+    kept = root.handlers[:]
+    root.handlers[:] = [logs.HANDLER]  # as in a server: the access log's own path
+    steps = {
+        "validation": lambda: core.rows(body),
+        "features": lambda: backend._features.rows(rows),  # noqa: SLF001
+        "graph": lambda: backend._run(matrix),  # noqa: SLF001
+        "answer rule": lambda: decide(backend.task, backend.classes, output),
+        "answer objects": lambda: predictions(backend.task, backend.classes, output, answered),
+        "JSON encoding": lambda: orjson.dumps({"predictions": answer}),
+        "whole request (ASGI, no socket)": lambda: loop.run_until_complete(
+            app(dict(scope), receive, send)
+        ),
+    }
+    out = {}
+    for name, step in steps.items():
+        best = float("inf")
+        for _ in range(repeats):
+            started = time.perf_counter()
+            step()
+            best = min(best, time.perf_counter() - started)
+        out[name] = round(best * 1e6, 1)
+    loop.close()
+    root.handlers[:] = kept
+    return out

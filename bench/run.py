@@ -13,6 +13,7 @@ next to REST on one server (bench/protocols.py).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -29,9 +30,9 @@ from typing import Any
 import psutil
 import yaml
 
-from bench import fill_readme, profile, protocols
+from bench import fill_readme, layers, profile, protocols, startup
 from tests.conftest import PENGUIN
-from tests.servers import Server, free_port, running
+from tests.servers import running
 
 log = logging.getLogger("lockserve.bench")
 
@@ -183,10 +184,32 @@ def graph_alone(artifact: Any, instances: list[dict[str, Any]], repeats: int = 2
     return round(len(rows) / sorted(times)[len(times) // 2])
 
 
+def in_process_app(artifact: Any) -> Any:
+    """The default app on the pinned artifact, in this process, taking 10,000-row requests,
+    its JSON log lines to /dev/null."""
+    from api import logs
+    from api.app import create_app
+    from api.resolver import Resolved
+    from api.settings import Settings
+    from api.store import ModelStore, load_model
+
+    root = logging.getLogger()
+    kept = root.handlers[:], root.level
+    logs.configure("INFO")  # its handler writes to /dev/null; the bench's own log stays
+    logs.HANDLER.setStream(open(os.devnull, "w"))  # noqa: SIM115
+    root.handlers[:], root.level = kept
+    data = (ROOT / "models/model.zip").read_bytes()
+    md5 = hashlib.md5(data).hexdigest()  # pinned_artifact checked it against dvc.lock
+    resolved = Resolved("model", "models/model.zip", md5, "HEAD", "0" * 40, "workspace", data)
+    settings = Settings(max_batch=10000, max_body_bytes=8 << 20, grpc_port=0)
+    return create_app(settings, ModelStore({"default": load_model("default", resolved)}))
+
+
 def large_requests(url: str, tmp: Path, artifact: Any) -> dict[str, dict[str, float]]:
     """1000- and 10,000-row requests of random rows end to end (ab), against the graph alone
-    on the same rows in the same run."""
+    on the same rows in the same run, and each step's cost in process."""
     out = {}
+    app = in_process_app(artifact)
     for rows, requests, concurrency in ((1000, 300, 8), (10000, 40, 4)):
         instances = random_instances(artifact.schema, rows)
         body = tmp / f"rows{rows}.json"
@@ -200,24 +223,34 @@ def large_requests(url: str, tmp: Path, artifact: Any) -> dict[str, dict[str, fl
             "rows_per_s": end_to_end,
             "graph_alone_rows_per_s": alone,
             "of_graph_alone": round(end_to_end / alone, 2),
+            "in_process_us": profile.in_process_parts(app, body.read_bytes()),
         }
     return out
 
 
-def start_to_ready(tmp: Path, repeats: int = 3) -> float:
-    """Median seconds from starting the default server to /health/ready (artifact local)."""
-    times = []
-    for i in range(repeats):
-        started = time.perf_counter()
-        server = Server(
-            ["sh", "-c", f"exec {GUNICORN} api.main:app"], ROOT, free_port(), tmp / f"ready{i}.log"
+def by_layer(tmp: Path, one: Path) -> list[dict[str, Any]]:
+    """Each layer of the single-row path (bench/layers.py) served alone: the workers' CPU per
+    request, and what the layer adds to the one before (the floor first)."""
+    out: list[dict[str, Any]] = []
+    for layer in ["floor", *layers.LAYERS]:
+        target = "bench.floor:app" if layer == "floor" else "bench.layers:app"
+        with running(
+            ["sh", "-c", f"exec {GUNICORN} {target}"],
+            ROOT,
+            tmp / "layer.log",
+            LOCKSERVE_BENCH_LAYER=layer,
+        ) as server:
+            url = server.base + "/predict"
+            profile.cpu_per_request(server.proc.pid, url, one, 3000)  # warm-up
+            runs = [profile.cpu_per_request(server.proc.pid, url, one, 20000) for _ in range(3)]
+            cost = sorted(runs, key=lambda r: r["server_cpu_us_per_request"])[1]  # the median
+        before = out[-1]["server_cpu_us_per_request"] if out else 0.0
+        what = "HTTP floor (hello-world)" if layer == "floor" else layers.LAYERS[layer]
+        out.append(
+            {"layer": what, **cost, "adds_us": round(cost["server_cpu_us_per_request"] - before, 1)}
         )
-        try:
-            server.wait_ready()
-            times.append(time.perf_counter() - started)
-        finally:
-            server.stop()
-    return round(sorted(times)[len(times) // 2], 2)
+        log.info("layer %s: %s", layer, out[-1])
+    return out
 
 
 def in_process() -> dict[str, float]:
@@ -288,7 +321,8 @@ def bench(concurrency: int) -> dict:
                     extra["floor_cpu_us"] = result["server_cpu_us_per_request"]
             rows.append({"server": name, **result})
             log.info("%s: %s", name, result)
-        extra["start_to_ready_s"] = start_to_ready(tmp)
+        extra["layers"] = by_layer(tmp, one)
+    extra["startup"] = {"local": startup.local(), "deploy_host_s3": startup.deploy_host()}
     extra["in_process"] = in_process()
     baseline = rows[0]["req_per_s"]
     floors = {r["server"]: r["req_per_s"] for r in rows if r["server"] in (FLOOR, GRANIAN_FLOOR)}
@@ -326,6 +360,32 @@ def table(result: dict) -> str:
         )
     lines += [
         "",
+        "What each layer of a single-row request adds to the workers' CPU per request, each "
+        "served alone under the default server (bench/layers.py):",
+        "",
+        "| layer | req/s | CPU µs/request | adds µs |",
+        "|---|---|---|---|",
+    ]
+    for row in result["layers"]:
+        lines.append(
+            f"| {row['layer']} | {row['req_per_s']} | {row['server_cpu_us_per_request']:.0f} | "
+            f"{row['adds_us']:+.0f} |"
+        )
+    steps = list(next(iter(result["large"].values()))["in_process_us"])
+    lines += [
+        "",
+        "The same requests' steps in process, one thread, µs per request (best of 5):",
+        "",
+        "| rows/request | " + " | ".join(steps) + " |",
+        "|---|" + "---|" * len(steps),
+    ]
+    for rows, b in result["large"].items():
+        cells = " | ".join(f"{b['in_process_us'][s]:,.0f}" for s in steps)
+        lines.append(f"| {int(rows):,} | {cells} |")
+    up = result["startup"]
+    local, host = up["local"], up["deploy_host_s3"]
+    lines += [
+        "",
         "Where a single-row request's time goes (default server under ab -c 100, py-spy "
         f"sampling both workers, {result['profile']['samples']:,} samples; µs = share × the "
         "workers' CPU per request in an unsampled run):",
@@ -341,7 +401,11 @@ def table(result: dict) -> str:
         f"one JSON access-log line {p['access_log_line_us']} µs, a whole single-row POST "
         f"/predict through the ASGI app without a socket {p['whole_request_us']} µs "
         f"(one event-loop turn included).",
-        f"- Start to ready (artifact local, default server): {result['start_to_ready_s']} s.",
+        f"- Start to ready (median of 3): artifact in the work tree {local['ready_s']} s "
+        f"(reading dvc.lock {local['lock_ms']:.0f} ms, load {local['load_ms']:.0f} ms); a fresh "
+        f"deploy host fetching it from S3 on loopback {host['ready_s']} s (lock "
+        f"{host['lock_ms']:.0f} ms, fetch {host['fetch_ms']:.0f} ms, verify "
+        f"{host['verify_ms']:.1f} ms, load {host['load_ms']:.0f} ms).",
     ]
     return "\n".join(lines)
 

@@ -3,6 +3,8 @@ unknown categories, rows and columns read alike, and the label rule."""
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from contract.features import FeatureBuilder
 from contract.labels import labels
@@ -88,3 +90,26 @@ def test_label_rule_breaks_float_ties_by_class_order():
         ]
     )
     assert labels(proba).tolist() == [0, 0, 2, 1]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    dtype=st.sampled_from([np.float32, np.float64]),
+    rows=st.integers(1, 10),
+    classes=st.integers(1, 5),
+    data=st.data(),
+)
+def test_label_list_is_the_label_rule(dtype, rows, classes, data):
+    """The Python reading of a few rows names the class numpy's does, ties within TIE and
+    values near float32's roundings included."""
+    from contract.labels import TIE, label_list
+
+    top = data.draw(st.floats(0.0, 1.0, width=32))
+    near = st.one_of(
+        st.floats(0.0, 1.0, width=32),
+        st.sampled_from([top, top - TIE, top - TIE / 2, top - 2 * TIE, np.nextafter(top, 0)]),
+        st.sampled_from([float("nan"), 1e-30, 3.0e3]),
+    )
+    values = data.draw(st.lists(near, min_size=rows * classes, max_size=rows * classes))
+    proba = np.array(values, dtype=dtype).reshape(rows, classes)
+    assert label_list(proba) == labels(proba).tolist()
