@@ -235,11 +235,15 @@ def create_app(
                 started.append(service)
             yield
         finally:
-            for service in reversed(started):
-                await service.stop()
-            await core.stop()
-            metrics.TALLY.flush()  # the last requests' counts and access lines
-            access.flush()
+            try:
+                for service in reversed(started):
+                    await service.stop()
+                await core.stop()
+            finally:
+                try:
+                    metrics.TALLY.flush()  # the last requests' counts and access lines
+                finally:
+                    access.flush()
 
     app = LockserveApp(
         title="lockserve",

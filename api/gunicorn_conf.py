@@ -1,7 +1,8 @@
 """gunicorn settings and hooks: uvicorn workers, bind from HOST/PORT, workers from
 WEB_CONCURRENCY; the preflight check before any worker starts (on_starting), the served state
 for `make reload` (when_ready, on_reload), stop signals kept across a worker's fork
-(post_fork), its readiness log (post_worker_init) and its metrics' cleanup (child_exit).
+(post_fork), its readiness log (post_worker_init), what it still holds written as it exits
+(worker_exit) and its metrics' cleanup (child_exit).
 
 The app is loaded in the master before it binds (preload), so a model that fails to resolve
 stops the server before it listens, and workers share the loaded model's memory.
@@ -90,6 +91,16 @@ def post_worker_init(worker: object) -> None:
         ready_ms,
         extra={"fields": {"ready_ms": round(ready_ms, 1)}},
     )
+
+
+def worker_exit(server: object, worker: object) -> None:
+    """In the worker, as it exits: write the request counts and access lines it still holds,
+    had its app's lifespan not done so (it writes them when it stops)."""
+    tally, middleware = sys.modules.get("api.metrics"), sys.modules.get("api.middleware")
+    if tally is not None:
+        tally.TALLY.flush()
+    if middleware is not None:
+        middleware.access.flush()
 
 
 def child_exit(server: object, worker: object) -> None:

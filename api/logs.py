@@ -4,6 +4,7 @@ handler a loop turn at a time."""
 
 import asyncio
 import logging
+import select
 import sys
 import time
 from typing import Any
@@ -118,16 +119,35 @@ class AccessLog:
             "msg": message,
         }
         line.update(fields)
-        self._lines.append(orjson.dumps(line, default=str).decode())
+        try:
+            text = orjson.dumps(line, default=str).decode()
+        except (TypeError, ValueError):  # as a record's formatting failure: never the request's
+            logger.info("%s", message, extra={FIELDS: fields})
+            return
+        self._lines.append(text)
         if len(self._lines) == 1:
             loop.call_soon(self.flush)
 
     def flush(self) -> None:
-        """Write the lines kept so far."""
+        """Write the lines kept so far, whole lines of at most PIPE_BUF bytes a write: the
+        workers share one stderr, and a pipe keeps a write that small in one piece."""
         lines, self._lines = self._lines, []
         handler = HANDLER
         if not lines or handler is None:
             return
+        chunks, chunk, size = [], [], 0
+        for text in lines:
+            length = len(text.encode()) + 1
+            if chunk and size + length > select.PIPE_BUF:
+                chunks.append(chunk)
+                chunk, size = [], 0
+            chunk.append(text)
+            size += length
+        chunks.append(chunk)
         with handler.lock:  # type: ignore[union-attr] - created with the handler
-            handler.stream.write("\n".join(lines) + "\n")
-            handler.flush()
+            for part in chunks:
+                try:
+                    handler.stream.write("\n".join(part) + "\n")
+                    handler.flush()
+                except Exception:  # noqa: BLE001 - as Handler.emit: report, never raise
+                    handler.handleError(logging.makeLogRecord({"msg": part[0]}))

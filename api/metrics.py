@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import os
+import threading
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -61,28 +62,31 @@ class RequestTally:
     def __init__(self) -> None:
         self._pending: dict[tuple[str, str, str], list[float]] = {}
         self._bounds = (*LATENCY_BUCKETS, float("inf"))
-        self._scheduled = False
+        self._lock = threading.Lock()  # /metrics renders (and flushes) in a worker thread
+        self._due: asyncio.AbstractEventLoop | None = None  # the loop a write is due on
 
     def add(self, labels: tuple[str, str, str], seconds: float) -> None:
         """Count one request with ``labels`` (path, variant, status) that took ``seconds``."""
-        entry = self._pending.get(labels)
-        if entry is None:
-            entry = self._pending[labels] = [0.0] * (len(self._bounds) + 1)
-        entry[0] += seconds
-        entry[1 + bisect.bisect_left(self._bounds, seconds)] += 1
-        if not self._scheduled:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # no loop to write later: now
-                self.flush()
-                return
-            self._scheduled = True
+        with self._lock:
+            entry = self._pending.get(labels)
+            if entry is None:
+                entry = self._pending[labels] = [0.0] * (len(self._bounds) + 1)
+            entry[0] += seconds
+            entry[1 + bisect.bisect_left(self._bounds, seconds)] += 1
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop to write later: now
+            self.flush()
+            return
+        if self._due is not loop:  # none due, or due on a loop that has gone
+            self._due = loop
             loop.call_later(FLUSH_S, self.flush)
 
     def flush(self) -> None:
         """Write what was added since the last write to the Prometheus values."""
-        self._scheduled = False
-        pending, self._pending = self._pending, {}
+        with self._lock:
+            self._due = None
+            pending, self._pending = self._pending, {}
         for labels, (total, *counts) in pending.items():
             REQUESTS.labels(*labels).inc(sum(counts))
             child = LATENCY.labels(*labels)

@@ -47,8 +47,10 @@ def build(layer: str) -> Any:
     if layer not in LAYERS:
         raise SystemExit(f"LOCKSERVE_BENCH_LAYER={layer!r}: one of {', '.join(LAYERS)}")
     if layer == "context":
+        from api import logs
         from api.middleware import RequestContext
 
+        logs.configure()  # as the service does: the access log on
         return RequestContext(floor.app, 1 << 20)
     from api.fastpath import FastPredict
     from api.main import app as service

@@ -145,6 +145,13 @@ def profile(
         for spy in spies:
             spy.wait(timeout=seconds + 60)
         raw = "\n".join(out.read_text() for out in outs if out.exists())
+    if not samples(raw):
+        load.kill()
+        raise RuntimeError(
+            f"py-spy took no samples of workers {workers} (exit codes "
+            f"{[spy.returncode for spy in spies]}): it needs ptrace (root, or "
+            "kernel.yama.ptrace_scope=0)"
+        )
     stdout, _ = load.communicate(timeout=900)
     # CPU per request from a second, unsampled run: py-spy's own reads slow the workers
     cost = cpu_per_request(master, url, body, requests)

@@ -73,8 +73,13 @@ def test_lines_kept_in_a_turn_are_written_after_it_as_the_handler_writes_them(se
 
 def test_any_other_handler_or_filter_gets_records(served, caplog):
     access = logs.AccessLog(logging.getLogger("lockserve.access"))
+
+    async def turn() -> None:
+        access.info("POST /predict 200", FIELDS)
+        await asyncio.sleep(0)
+
     with caplog.at_level(logging.INFO, logger="lockserve.access"):
-        asyncio.run(asyncio.sleep(0, access.info("POST /predict 200", FIELDS)))
+        asyncio.run(turn())  # pytest's capture handler is on the root: a record
     assert [r.fields for r in caplog.records] == [FIELDS]
 
     logger = logging.getLogger("lockserve.access")
@@ -82,7 +87,7 @@ def test_any_other_handler_or_filter_gets_records(served, caplog):
     try:
         with alone():
             assert access._direct() is None
-            asyncio.run(asyncio.sleep(0, access.info("POST /predict 200", FIELDS)))
+            asyncio.run(turn())  # a filter on the way: a record, which it drops
     finally:
         logger.filters.clear()
     assert len(lines(served)) == 1  # only the caplog turn's record reached the handler
@@ -91,9 +96,15 @@ def test_any_other_handler_or_filter_gets_records(served, caplog):
 def test_a_logger_above_info_writes_nothing(served):
     logger = logging.getLogger("lockserve.access")
     logger.setLevel(logging.WARNING)
+    access = logs.AccessLog(logger)
+
+    async def turn() -> None:
+        access.info("x", FIELDS)
+        await asyncio.sleep(0)
+
     try:
         with alone():
-            asyncio.run(asyncio.sleep(0, logs.AccessLog(logger).info("x", FIELDS)))
+            asyncio.run(turn())
     finally:
         logger.setLevel(logging.NOTSET)
     assert served.getvalue() == ""
@@ -121,10 +132,13 @@ def exposition(use_tally: bool, monkeypatch) -> str:
         tally = metrics.RequestTally()
         for i, seconds in enumerate(LATENCIES):
             tally.add(labels[i % 2], seconds)  # no running loop: written at once
-        for i, seconds in enumerate(LATENCIES):
-            tally._scheduled = True  # as when a write is already due: kept
-            tally.add(labels[i % 2], seconds)
-        tally.flush()
+
+        async def kept() -> None:
+            for i, seconds in enumerate(LATENCIES):
+                tally.add(labels[i % 2], seconds)  # a write is due later: added up
+            tally.flush()
+
+        asyncio.run(kept())
     else:
         for _ in range(2):
             for i, seconds in enumerate(LATENCIES):
@@ -153,3 +167,74 @@ def test_a_tally_is_written_a_moment_after_the_first_request(monkeypatch):
 
     kept, written = asyncio.run(run())
     assert (kept - before, written - before) == (0, 2)
+
+
+def test_a_write_due_on_a_loop_that_has_gone_is_scheduled_on_the_next(monkeypatch):
+    monkeypatch.setattr(metrics, "FLUSH_S", 0.01)
+    tally = metrics.RequestTally()
+    key = ("/tally-test-2", "v", "200")
+    before = metrics.REQUESTS.labels(*key)._value.get()
+
+    async def one() -> None:
+        tally.add(key, 0.001)
+
+    asyncio.run(one())  # its loop closes before the write is due: the timer goes with it
+
+    async def another() -> None:
+        tally.add(key, 0.001)
+        await asyncio.sleep(0.05)
+
+    asyncio.run(another())
+    assert metrics.REQUESTS.labels(*key)._value.get() - before == 2
+
+
+class Writes(io.StringIO):
+    """A stream that keeps each write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+def test_a_turns_lines_are_written_whole_at_most_pipe_buf_bytes_a_write(served):
+    import select
+
+    stream = Writes()
+    logs.HANDLER.setStream(stream)
+    access = logs.AccessLog(logging.getLogger("lockserve.access"))
+    fields = {**FIELDS, "pad": "é" * 100}  # multi-byte: the limit is in bytes
+
+    async def turn() -> None:
+        for i in range(100):
+            access.info(f"POST /predict 200 #{i}", fields)
+        await asyncio.sleep(0)
+
+    with alone():
+        asyncio.run(turn())
+    assert len(stream.writes) > 1
+    for text in stream.writes:
+        assert len(text.encode()) <= select.PIPE_BUF and text.endswith("\n")
+    assert [line["msg"] for line in lines(stream)] == [
+        f"POST /predict 200 #{i}" for i in range(100)
+    ]
+
+
+def test_a_stream_that_fails_is_reported_not_raised(served, capsys):
+    class Broken(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError("gone")
+
+    logs.HANDLER.setStream(Broken())
+    access = logs.AccessLog(logging.getLogger("lockserve.access"))
+
+    async def turn() -> None:
+        access.info("POST /predict 200", FIELDS)
+        await asyncio.sleep(0)
+
+    with alone():
+        asyncio.run(turn())  # no exception reaches the loop or the caller
+    assert "BrokenPipeError" in capsys.readouterr().err  # logging's own report
