@@ -12,10 +12,20 @@ from typing import Any, Protocol
 from fastapi import FastAPI
 from pydantic.json_schema import models_json_schema
 
-from api import bundle, errors, lookup, metrics, protocols, runners, schemas, serving, strategies
+from api import (
+    bundle,
+    errors,
+    lookup,
+    middleware,
+    protocols,
+    runners,
+    schemas,
+    serving,
+    strategies,
+)
 from api.core import Core
 from api.logs import FIELDS
-from api.middleware import RequestContext, access
+from api.middleware import RequestContext
 from api.resolver import ResolutionError, Resolved, resolve, resolve_path
 from api.settings import Settings
 from api.shadowing import ShadowRunner
@@ -240,10 +250,7 @@ def create_app(
                     await service.stop()
                 await core.stop()
             finally:
-                try:
-                    metrics.TALLY.flush()  # the last requests' counts and access lines
-                finally:
-                    access.flush()
+                middleware.flush()  # the last requests' counts and access lines
 
     app = LockserveApp(
         title="lockserve",

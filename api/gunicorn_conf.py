@@ -113,11 +113,9 @@ def post_worker_init(worker: object) -> None:
 def worker_exit(server: object, worker: object) -> None:
     """In the worker, as it exits: write the request counts and access lines it still holds,
     had its app's lifespan not done so (it writes them when it stops)."""
-    tally, middleware = sys.modules.get("api.metrics"), sys.modules.get("api.middleware")
-    if tally is not None:
-        tally.TALLY.flush()
+    middleware = sys.modules.get("api.middleware")  # only if this process served lockserve
     if middleware is not None:
-        middleware.access.flush()
+        middleware.flush()
 
 
 def child_exit(server: object, worker: object) -> None:

@@ -10,8 +10,8 @@ uvloop's socket work to the server).
 
 from __future__ import annotations
 
+import asyncio
 import collections
-import logging
 import subprocess
 import sys
 import tempfile
@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
+from tests.conftest import json_handler_only
 
 BIN = Path(sys.executable).parent
 
@@ -190,11 +192,42 @@ def table(result: dict[str, Any], floor_us: float | None = None) -> str:
     return "\n".join(lines)
 
 
+class Post:
+    """POST /predict of ``body`` through the ASGI app, without a socket, on a loop of its own:
+    each call is one request; ``sent`` holds the last one's ASGI messages."""
+
+    def __init__(self, app: Any, body: bytes) -> None:
+        self.app, self.body = app, body
+        self.sent: list[dict[str, Any]] = []
+        self.loop = asyncio.new_event_loop()
+        self.scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/predict",
+            "query_string": b"",
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+
+    async def _receive(self) -> dict[str, Any]:
+        return {"type": "http.request", "body": self.body, "more_body": False}
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+
+    def __call__(self) -> None:
+        self.sent.clear()
+        self.loop.run_until_complete(self.app(dict(self.scope), self._receive, self._send))
+
+    def close(self) -> None:
+        self.loop.close()
+
+
 def in_process_parts(app: Any, body: bytes, repeats: int = 5) -> dict[str, float]:
     """µs per request of each step of POST /predict for ``body``, in process on one thread
     (the best of ``repeats``), and of the whole request through the ASGI app."""
-    import asyncio
-
     import orjson
 
     from api.backends import decide, predictions
@@ -206,26 +239,7 @@ def in_process_parts(app: Any, body: bytes, repeats: int = 5) -> dict[str, float
     output = backend._run(matrix)  # noqa: SLF001
     answered = decide(backend.task, backend.classes, output)
     answer = predictions(backend.task, backend.classes, output, answered)
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/predict",
-        "query_string": b"",
-        "headers": [(b"content-type", b"application/json")],
-    }
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        return None
-
-    from api import logs
-
-    loop = asyncio.new_event_loop()
-    root = logging.getLogger()
-    kept = root.handlers[:]
-    root.handlers[:] = [logs.HANDLER]  # as in a server: the access log's own path
+    post = Post(app, body)
     steps = {
         "validation": lambda: core.rows(body),
         "features": lambda: backend._features.rows(rows),  # noqa: SLF001
@@ -233,18 +247,16 @@ def in_process_parts(app: Any, body: bytes, repeats: int = 5) -> dict[str, float
         "answer rule": lambda: decide(backend.task, backend.classes, output),
         "answer objects": lambda: predictions(backend.task, backend.classes, output, answered),
         "JSON encoding": lambda: orjson.dumps({"predictions": answer}),
-        "whole request (ASGI, no socket)": lambda: loop.run_until_complete(
-            app(dict(scope), receive, send)
-        ),
+        "whole request (ASGI, no socket)": post,
     }
     out = {}
-    for name, step in steps.items():
-        best = float("inf")
-        for _ in range(repeats):
-            started = time.perf_counter()
-            step()
-            best = min(best, time.perf_counter() - started)
-        out[name] = round(best * 1e6, 1)
-    loop.close()
-    root.handlers[:] = kept
+    with json_handler_only():  # as in a server: the access log's own path
+        for name, step in steps.items():
+            best = float("inf")
+            for _ in range(repeats):
+                started = time.perf_counter()
+                step()
+                best = min(best, time.perf_counter() - started)
+            out[name] = round(best * 1e6, 1)
+    post.close()
     return out

@@ -13,7 +13,6 @@ next to REST on one server (bench/protocols.py).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -145,13 +144,15 @@ def rss_mb(pid: int) -> dict[str, float]:
     }
 
 
-def pinned_artifact() -> Any:
-    """The artifact dvc.lock pins, from the work tree (md5-checked)."""
-    from api.artifact import load
+def pinned() -> Any:
+    """The model dvc.lock pins, from the work tree, as the resolver hands it over (its md5 is
+    checked when it is loaded)."""
+    from api.resolver import Resolved
 
     lock = yaml.safe_load((ROOT / "dvc.lock").read_text())
     md5 = lock["stages"]["train"]["outs"][0]["md5"]
-    return load((ROOT / "models/model.zip").read_bytes(), md5)
+    data = (ROOT / "models/model.zip").read_bytes()
+    return Resolved("model", "models/model.zip", md5, "HEAD", "0" * 40, "workspace", data)
 
 
 def random_instances(schema: Any, n: int, seed: int = 0) -> list[dict[str, Any]]:
@@ -184,32 +185,29 @@ def graph_alone(artifact: Any, instances: list[dict[str, Any]], repeats: int = 2
     return round(len(rows) / sorted(times)[len(times) // 2])
 
 
-def in_process_app(artifact: Any) -> Any:
-    """The default app on the pinned artifact, in this process, taking 10,000-row requests,
-    its JSON log lines to /dev/null."""
+def in_process_app(resolved: Any) -> Any:
+    """The default app on ``resolved``, in this process, taking 10,000-row requests, its JSON
+    log lines to /dev/null."""
     from api import logs
     from api.app import create_app
-    from api.resolver import Resolved
     from api.settings import Settings
     from api.store import ModelStore, load_model
 
     root = logging.getLogger()
     kept = root.handlers[:], root.level
-    logs.configure("INFO")  # its handler writes to /dev/null; the bench's own log stays
+    logs.configure("INFO")  # its handler writes to /dev/null; the caller's own log stays
     logs.HANDLER.setStream(open(os.devnull, "w"))  # noqa: SIM115
     root.handlers[:], root.level = kept
-    data = (ROOT / "models/model.zip").read_bytes()
-    md5 = hashlib.md5(data).hexdigest()  # pinned_artifact checked it against dvc.lock
-    resolved = Resolved("model", "models/model.zip", md5, "HEAD", "0" * 40, "workspace", data)
     settings = Settings(max_batch=10000, max_body_bytes=8 << 20, grpc_port=0)
     return create_app(settings, ModelStore({"default": load_model("default", resolved)}))
 
 
-def large_requests(url: str, tmp: Path, artifact: Any) -> dict[str, dict[str, float]]:
+def large_requests(url: str, tmp: Path, resolved: Any) -> dict[str, dict[str, float]]:
     """1000- and 10,000-row requests of random rows end to end (ab), against the graph alone
     on the same rows in the same run, and each step's cost in process."""
     out = {}
-    app = in_process_app(artifact)
+    app = in_process_app(resolved)
+    artifact = app.state.store.get("default").artifact
     for rows, requests, concurrency in ((1000, 300, 8), (10000, 40, 4)):
         instances = random_instances(artifact.schema, rows)
         body = tmp / f"rows{rows}.json"
@@ -296,7 +294,7 @@ def floor_of(name: str) -> str:
 def bench(concurrency: int) -> dict:
     rows: list[dict] = []
     extra: dict = {}
-    artifact = pinned_artifact()
+    resolved = pinned()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         one = tmp / "one.json"
@@ -315,7 +313,7 @@ def bench(concurrency: int) -> dict:
                 result.update(rss_mb(server.proc.pid))
                 result.update(profile.cpu_per_request(server.proc.pid, url, one, requests))
                 if name == DEFAULT:
-                    extra["large"] = large_requests(url, tmp, artifact)
+                    extra["large"] = large_requests(url, tmp, resolved)
                     extra["profile"] = profile.profile(server.proc.pid, url, one, 60000, 5)
                 if name == FLOOR:
                     extra["floor_cpu_us"] = result["server_cpu_us_per_request"]

@@ -230,6 +230,24 @@ def git_init(repo: Path) -> Path:
 
 
 @contextlib.contextmanager
+def json_handler_only() -> Iterator[None]:
+    """The root logger with only the service's JSON handler, as in a server: pytest adds its
+    own capture handlers while a test runs, which would send the access log down its general
+    path (a record a line) instead of its own."""
+    import logging
+
+    from api import logs
+
+    root = logging.getLogger()
+    kept = root.handlers[:]
+    root.handlers[:] = [logs.HANDLER]
+    try:
+        yield
+    finally:
+        root.handlers[:] = kept
+
+
+@contextlib.contextmanager
 def in_process_dask() -> Iterator[Any]:
     """A Dask client of an in-process cluster: one worker, two threads, no dashboard."""
     from distributed import Client, LocalCluster

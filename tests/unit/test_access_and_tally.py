@@ -3,7 +3,6 @@ AccessLog), and request metrics added up between writes equal one observation a 
 (api/metrics.py RequestTally)."""
 
 import asyncio
-import contextlib
 import io
 import json
 import logging
@@ -12,6 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from api import logs, metrics
+from tests.conftest import json_handler_only
 
 FIELDS = {"request_id": "r1", "status": 200, "latency_ms": 1.5, "variant": None}
 
@@ -29,19 +29,6 @@ def served():
     root.setLevel(saved[1])
 
 
-@contextlib.contextmanager
-def alone():
-    """Only the JSON handler on the root logger, as in a server: pytest adds its own capture
-    handlers while a test runs."""
-    root = logging.getLogger()
-    kept = root.handlers[:]
-    root.handlers[:] = [logs.HANDLER]
-    try:
-        yield
-    finally:
-        root.handlers[:] = kept
-
-
 def lines(stream: io.StringIO) -> list[dict]:
     return [json.loads(line) for line in stream.getvalue().splitlines()]
 
@@ -56,12 +43,12 @@ def test_lines_kept_in_a_turn_are_written_after_it_as_the_handler_writes_them(se
         await asyncio.sleep(0)  # the turn ends
         return kept
 
-    with alone():
+    with json_handler_only():
         assert asyncio.run(turn()) == 0  # nothing written before the turn ended
     fast = lines(served)
     assert [line["msg"] for line in fast] == ["POST /predict 200", "GET /model 200"]
 
-    with alone():
+    with json_handler_only():
         logging.getLogger("lockserve.access").info(
             "%s", "POST /predict 200", extra={logs.FIELDS: FIELDS}
         )
@@ -85,7 +72,7 @@ def test_any_other_handler_or_filter_gets_records(served, caplog):
     logger = logging.getLogger("lockserve.access")
     logger.addFilter(lambda record: False)
     try:
-        with alone():
+        with json_handler_only():
             assert access._direct() is None
             asyncio.run(turn())  # a filter on the way: a record, which it drops
     finally:
@@ -103,7 +90,7 @@ def test_a_logger_above_info_writes_nothing(served):
         await asyncio.sleep(0)
 
     try:
-        with alone():
+        with json_handler_only():
             asyncio.run(turn())
     finally:
         logger.setLevel(logging.NOTSET)
@@ -111,7 +98,7 @@ def test_a_logger_above_info_writes_nothing(served):
 
 
 def test_without_a_running_loop_a_line_is_a_record(served):
-    with alone():
+    with json_handler_only():
         logs.AccessLog(logging.getLogger("lockserve.access")).info("x 200", FIELDS)
     assert lines(served)[0]["msg"] == "x 200"
 
@@ -213,7 +200,7 @@ def test_a_turns_lines_are_written_whole_at_most_pipe_buf_bytes_a_write(served):
             access.info(f"POST /predict 200 #{i}", fields)
         await asyncio.sleep(0)
 
-    with alone():
+    with json_handler_only():
         asyncio.run(turn())
     assert len(stream.writes) > 1
     for text in stream.writes:
@@ -235,6 +222,6 @@ def test_a_stream_that_fails_is_reported_not_raised(served, capsys):
         access.info("POST /predict 200", FIELDS)
         await asyncio.sleep(0)
 
-    with alone():
+    with json_handler_only():
         asyncio.run(turn())  # no exception reaches the loop or the caller
     assert "BrokenPipeError" in capsys.readouterr().err  # logging's own report
