@@ -50,8 +50,8 @@ retrain: setup  ## [STAGE=prod]: newest raw data, dvc repro, then commit, GTO ve
 
 run: pipeline serve  ## set up, reproduce or pull the pipeline, then serve on :8000
 
-serve: setup web  ## gunicorn + uvicorn workers on $$HOST:$$PORT (127.0.0.1:8000), WEB_CONCURRENCY workers
-	$(BIN)/gunicorn -c api/gunicorn_conf.py api.main:app
+serve: setup web  ## granian workers (api/serve.py) on $$HOST:$$PORT (127.0.0.1:8000), WEB_CONCURRENCY workers
+	$(BIN)/python -m api.serve
 
 test: data lint web browser redis clients package-tools .dvc/plots-page.html  ## set up, then lint and the whole test suite
 	$(BIN)/python -m pytest -vv --durations=30
@@ -72,7 +72,7 @@ reload:  ## zero-downtime reload of serving.yaml: prints "reloaded: <variants, m
 	@$(BIN)/python -m api.reload
 
 deploy: $(VENV)/.installed-api web  ## deploy host: api deps only, fetch + verify the model LOCKSERVE_REV (HEAD) pins, serve
-	LOCKSERVE_REV=$${LOCKSERVE_REV:-HEAD} $(BIN)/gunicorn -c api/gunicorn_conf.py api.main:app
+	LOCKSERVE_REV=$${LOCKSERVE_REV:-HEAD} $(BIN)/python -m api.serve
 
 s3-up: setup  ## start a local SeaweedFS S3 server (state in .s3-local/); prints the env to export
 	$(BIN)/python -m tools.seaweedfs up .s3-local

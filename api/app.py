@@ -7,6 +7,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fastapi import FastAPI
@@ -26,13 +27,24 @@ from api import (
 from api.core import Core
 from api.logs import FIELDS
 from api.middleware import RequestContext
-from api.resolver import ResolutionError, Resolved, resolve, resolve_path
+from api.resolver import ResolutionError, Resolved, ResolvedData, resolve, resolve_path
 from api.settings import Settings
 from api.shadowing import ShadowRunner
 from api.store import ModelStore, ServedModel, load_model
 from api.strategies.single import Single
 
 log = logging.getLogger("lockserve.app")
+
+
+@dataclass(frozen=True)
+class Verified:
+    """What serving.yaml pins, resolved and verified: the config and the bytes of every
+    variant's model (and of the lookup table), not yet loaded. An app built from it needs
+    neither the repository nor the remote (a worker rebuilding its app on a reload)."""
+
+    config: serving.ServingConfig
+    models: dict[str, Resolved]
+    lookup: ResolvedData | None = None
 
 
 def serving_config(settings: Settings) -> serving.ServingConfig:
@@ -63,11 +75,16 @@ def _verified(settings: Settings, variant: serving.Variant) -> Resolved:
     )
 
 
-def build_store(settings: Settings, config: serving.ServingConfig) -> ModelStore:
+def build_store(
+    settings: Settings,
+    config: serving.ServingConfig,
+    verified: dict[str, Resolved] | None = None,
+) -> ModelStore:
     """Resolve, verify and load every variant's model, each by the same resolver (or, with
-    LOCKSERVE_BUNDLE, the one packaged model, verified as it is read)."""
+    LOCKSERVE_BUNDLE, the one packaged model, verified as it is read); given ``verified``
+    bytes, load those (their md5 checked once more as they load)."""
     store = ModelStore()
-    if settings.bundle is not None:
+    if settings.bundle is not None and verified is None:
         if len(config.variants) != 1:
             raise ResolutionError(
                 f"LOCKSERVE_BUNDLE holds one model; {settings.serving_file} names "
@@ -82,7 +99,8 @@ def build_store(settings: Settings, config: serving.ServingConfig) -> ModelStore
                 )
     for name, variant in config.variants.items():
         try:
-            store.add(load_model(name, _verified(settings, variant), settings.backend))
+            got = verified[name] if verified is not None else _verified(settings, variant)
+            store.add(load_model(name, got, settings.backend))
         except ResolutionError as exc:
             prefix = "" if len(config.variants) == 1 else f"variant {name!r}: "
             raise ResolutionError(f"{prefix}{exc}") from None
@@ -96,20 +114,24 @@ def build_store(settings: Settings, config: serving.ServingConfig) -> ModelStore
 
 
 def build_lookup(
-    settings: Settings, config: serving.ServingConfig, primary: ServedModel
+    settings: Settings,
+    config: serving.ServingConfig,
+    primary: ServedModel,
+    verified: ResolvedData | None = None,
 ) -> lookup.Table | None:
     """The verified table of precomputed answers serving.yaml's ``lookup`` names, if any
-    (at its own rev, else the primary variant's); a warning when another model scored it."""
+    (at its own rev, else the primary variant's; or the ``verified`` bytes given); a warning
+    when another model scored it."""
     if config.lookup is None:
         return None
-    if settings.bundle is not None:
+    if settings.bundle is not None and verified is None:
         raise ResolutionError(
             f"{settings.serving_file}: lookup needs the repository that pins "
             f"{config.lookup.path}; LOCKSERVE_BUNDLE serves a model only"
         )
     rev = config.lookup.rev or primary.resolved.rev
     try:
-        resolved = resolve_path(
+        resolved = verified or resolve_path(
             settings.repo,
             rev,
             config.lookup.path,
@@ -215,19 +237,29 @@ def create_app(
     settings: Settings,
     store: ModelStore | None = None,
     strategy: strategies.Strategy | None = None,
+    verified: Verified | None = None,
 ) -> FastAPI:
-    """Build the service. Without ``store`` the variants in serving.yaml are resolved now.
+    """Build the service. Without ``store`` the variants in serving.yaml are resolved now
+    (or, given ``verified``, its config and bytes are loaded); ``app.state.verified`` keeps
+    what was resolved.
 
     Raises ServingError for a bad serving.yaml and ResolutionError for a model that cannot be
     resolved and verified. A given ``store`` is served by ``strategy`` (single by default).
     """
-    table = None
+    table, pinned = None, None
     if store is None:
-        config = serving_config(settings)
-        store = build_store(settings, config)
+        config = verified.config if verified is not None else serving_config(settings)
+        store = build_store(settings, config, verified.models if verified else None)
         state_url = settings.state_url.get_secret_value() if settings.state_url else None
         strategy = strategies.build(config, settings.state_db, settings.feedback_ttl_s, state_url)
-        table = build_lookup(settings, config, store.get(strategy.primary))
+        table = build_lookup(
+            settings, config, store.get(strategy.primary), verified.lookup if verified else None
+        )
+        pinned = Verified(
+            config,
+            {name: store.get(name).resolved for name in store.variants()},
+            table.resolved if table is not None else None,
+        )
     elif strategy is None:
         strategy = Single(store.variants()[0])
     primary = store.get(strategy.primary)
@@ -275,4 +307,5 @@ def create_app(
     app.wrap(settings)
     app.state.store = store
     app.state.core = core
+    app.state.verified = pinned
     return app

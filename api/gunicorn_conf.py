@@ -1,4 +1,7 @@
-"""gunicorn settings and hooks: uvicorn workers, bind from HOST/PORT, workers from
+"""gunicorn + uvicorn, the server `make bench` sets beside the production one (api/serve.py,
+granian) to re-check the choice: `gunicorn -c api/gunicorn_conf.py api.main:app`.
+
+gunicorn settings and hooks: uvicorn workers, bind from HOST/PORT, workers from
 WEB_CONCURRENCY; the preflight check before any worker starts (on_starting), the served state
 for `make reload` (when_ready, on_reload), stop signals kept across a worker's fork
 (post_fork), its readiness log (post_worker_init), what it still holds written as it exits

@@ -1,4 +1,5 @@
-"""Server entry point: `gunicorn -c api/gunicorn_conf.py api.main:app` (or uvicorn).
+"""The app the servers load: `python -m api.serve` (production), or
+`gunicorn -c api/gunicorn_conf.py api.main:app` (or uvicorn).
 
 Resolution happens at import, before the server listens: a model that cannot be resolved and
 verified ends the process with exit code 3 and one log line saying what was wrong.

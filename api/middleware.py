@@ -240,12 +240,13 @@ class RequestContext:
         closes, so a client that writes its whole body before reading gets the answer rather
         than a reset (bounded: LINGER_BYTES, LINGER_S)."""
         payload = self.shapes.body(path, status, message)
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(payload)).encode()),
-        ]
+        headers = [(b"content-type", b"application/json")]
         if drain is not None:
+            # no length: the answer ends with the last (empty) part, after the drain, so a
+            # server that closes a connection once its answer is whole (granian) waits for it
             headers.append((b"connection", b"close"))
+        else:
+            headers.append((b"content-length", str(len(payload)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload, "more_body": drain is not None})
         if drain is not None:

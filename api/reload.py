@@ -21,7 +21,7 @@ from typing import Any
 
 log = logging.getLogger("lockserve.reload")
 
-PIDFILE = ".lockserve/gunicorn.pid"
+PIDFILE = ".lockserve/server.pid"
 
 
 def state_path(pidfile: str | Path) -> Path:

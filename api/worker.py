@@ -1,6 +1,6 @@
-"""The gunicorn worker class: uvicorn on uvloop and httptools, without uvicorn's access log
-(the app writes its own JSON access line) or its proxy-headers layer, and with a shutdown that
-drains.
+"""The gunicorn worker class (api/gunicorn_conf.py, the server measured beside api/serve.py):
+uvicorn on uvloop and httptools, without uvicorn's access log (the app writes its own JSON
+access line) or its proxy-headers layer, and with a shutdown that drains.
 
 On SIGTERM or a reload, uvicorn stops accepting and then closes every connection that has no
 request in progress, including one it accepted a moment ago whose request bytes are still in
@@ -19,7 +19,6 @@ wrappers log closing an already closed descriptor (uvloop closes it with its ser
 import asyncio
 import os
 import socket
-import struct
 import sys
 import time
 
@@ -27,19 +26,11 @@ from gunicorn.arbiter import Arbiter
 from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
+from api.serve import queued
+
 ACCEPT_S = 0.2  # after the signal, still accepting at least this long
 ACCEPT_MAX_S = 5.0  # and at most this long, while connections wait in the queue
 DRAIN_S = 0.5  # then, not accepting, waiting for requests on connections just accepted
-
-
-def queued(listener: socket.socket) -> int:
-    """Connections the kernel has completed for a listening TCP socket and no process has
-    accepted yet (Linux's TCP_INFO: ``tcpi_unacked`` of a listener); 0 when it cannot tell."""
-    try:
-        info = listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
-    except (OSError, AttributeError):
-        return 0
-    return struct.unpack_from("I", info, 24)[0] if len(info) >= 28 else 0
 
 
 def held_by_parent(listeners: list[socket.socket]) -> bool:

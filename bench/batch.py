@@ -9,8 +9,8 @@ parts) at each ``--rows`` size, with the model dvc.lock pins at HEAD:
 rows/s, the scaling efficiency from 1 to 2 workers, and the peak RSS of each worker.
 
 Static serving: a 100,000-row table scored the same way, tracked by DVC in a scratch repo and
-served by gunicorn (2 workers): `ab -c 100` GET /predictions/{key} against POST /predict of
-the same row on the same server.
+served by the production server (2 workers): `ab -c 100` GET /predictions/{key} against POST
+/predict of the same row on the same server.
 Figures: bench/results/batch.json, batch.md and the README.
 """
 
@@ -40,7 +40,7 @@ from batch.rows import Scorer
 from bench import publish
 from bench.run import ab
 from tests.conftest import PENGUIN, RAW, dvc, pinned_repo, run
-from tests.servers import GUNICORN, running
+from tests.servers import SERVER, running
 from tests.system.test_batch import dask_cluster
 
 log = logging.getLogger("lockserve.bench")
@@ -171,12 +171,12 @@ def lookup_figures(tmp: Path, resolved: Resolved) -> dict[str, Any]:
     body.write_text(json.dumps({"instances": [PENGUIN]}))
     started = time.perf_counter()
     with running(
-        GUNICORN,
+        SERVER,
         ROOT,
         tmp / "server.log",
         LOCKSERVE_REPO=str(repo),
         LOCKSERVE_SERVING_FILE=str(serving),
-        LOCKSERVE_PIDFILE=str(tmp / "gunicorn.pid"),
+        LOCKSERVE_PIDFILE=str(tmp / "server.pid"),
         WEB_CONCURRENCY="2",
     ) as server:
         ready_s = time.perf_counter() - started
@@ -225,7 +225,7 @@ def table(result: dict[str, Any]) -> str:
         "",
         f"Scaling efficiency from 1 to 2 local workers (rows/s of 2 ÷ twice that of 1): {eff}.",
         "",
-        f"Static serving, {look['rows']:,}-row table, gunicorn 2 workers, "
+        f"Static serving, {look['rows']:,}-row table, 2 workers, "
         f"`ab -c {look['concurrency']} -n {look['requests']:,}` (same server, same row):",
         "",
         "| request | req/s | p50 ms | p99 ms | failed |",

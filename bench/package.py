@@ -162,8 +162,8 @@ def systemd_cold(tarball: Path, manifest: dict, scratch: Path) -> float:
         "LOCKSERVE_GRPC_PORT": "0",
         "WEB_CONCURRENCY": "1",
     }
-    command = [manifest["python"], "-S", "-m", "gunicorn", "-c", f"{prefix}/api/gunicorn_conf.py"]
-    return server_cold([*command, "api.main:app"], prefix, scratch / "systemd.log", **env)
+    command = [manifest["python"], "-S", "-m", "api.serve"]
+    return server_cold(command, prefix, scratch / "systemd.log", **env)
 
 
 def site_bytes(requirements: Path, scratch: Path) -> int:

@@ -1,7 +1,7 @@
 """gRPC next to REST, measured in one run on one server: `python -m bench.protocols` (and
 `make bench`, which runs it after the rest).
 
-One default server (gunicorn, the pinned model, ONNX) with gRPC beside HTTP. Every protocol is
+One default server (api.serve, the pinned model, ONNX) with gRPC beside HTTP. Every protocol is
 driven by the same kind of load generator, so the ratio is the protocols' and not the tools':
 an asyncio client in one process that keeps a fixed number of requests in flight (``c``) over
 persistent connections (HTTP/1.1 keep-alive, one connection per slot; gRPC, slots spread over
@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import resource
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -37,7 +38,7 @@ log = logging.getLogger("lockserve.bench")
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-GUNICORN = ["gunicorn", "-c", "api/gunicorn_conf.py", "api.main:app"]
+SERVER = [sys.executable, "-m", "api.serve"]
 Call = Callable[[], Awaitable[None]]
 
 
@@ -205,7 +206,7 @@ def measure(budget: dict) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         grpc_port = free_port()
         with running(
-            GUNICORN, ROOT, Path(tmp) / "server.log", LOCKSERVE_GRPC_PORT=str(grpc_port)
+            SERVER, ROOT, Path(tmp) / "server.log", LOCKSERVE_GRPC_PORT=str(grpc_port)
         ) as server:
             model = http("GET", server.base + "/model")[1]["name"]
             address = f"127.0.0.1:{grpc_port}"

@@ -38,12 +38,12 @@ log = logging.getLogger("lockserve.bench")
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 BIN = Path(sys.executable).parent
-GUNICORN = f"{BIN}/gunicorn -c api/gunicorn_conf.py"
-GRANIAN = f"{BIN}/python -m bench.granian_server"
+SERVE = f"{BIN}/python -m api.serve"  # the production server: granian
+GUNICORN = f"{BIN}/gunicorn -c api/gunicorn_conf.py"  # the alternative measured beside it
 BASELINE = "flask + gunicorn -w 4 (lecture baseline, sklearn)"
 DEFAULT = "lockserve default (onnx)"
 FLOOR = "HTTP floor (hello-world, same server and workers)"
-GRANIAN_FLOOR = "HTTP floor, granian"
+GUNICORN_FLOOR = "HTTP floor, gunicorn + uvicorn"
 # the default server takes the large requests too
 LARGE = {"LOCKSERVE_MAX_BATCH": "10000", "LOCKSERVE_MAX_BODY_BYTES": str(8 << 20)}
 # name -> (shell command binding 127.0.0.1:$PORT, extra environment, requests)
@@ -54,34 +54,38 @@ SERVERS: dict[str, tuple[str, dict[str, str], int]] = {
         2000,
     ),
     "lockserve sklearn, batching off": (
-        f"{GUNICORN} api.main:app",
+        SERVE,
         {"LOCKSERVE_BACKEND": "sklearn", "LOCKSERVE_RUNNER": "thread"},
         2000,
     ),
     "lockserve sklearn, batching on": (
-        f"{GUNICORN} api.main:app",
+        SERVE,
         {"LOCKSERVE_BACKEND": "sklearn", "LOCKSERVE_RUNNER": "batch"},
         10000,
     ),
-    DEFAULT: (f"{GUNICORN} api.main:app", LARGE, 20000),
-    "lockserve default (onnx), granian instead of gunicorn": (f"{GRANIAN} api.main:app", {}, 20000),
-    "lockserve canary 50/50, two variants (onnx)": (
+    DEFAULT: (SERVE, LARGE, 20000),
+    "lockserve default (onnx), gunicorn + uvicorn instead of granian": (
         f"{GUNICORN} api.main:app",
+        {},
+        20000,
+    ),
+    "lockserve canary 50/50, two variants (onnx)": (
+        SERVE,
         {"LOCKSERVE_SERVING_FILE": "{tmp}/canary.yaml"},
         20000,
     ),
     "lockserve bandit, two variants (onnx)": (
-        f"{GUNICORN} api.main:app",
+        SERVE,
         {"LOCKSERVE_SERVING_FILE": "{tmp}/bandit.yaml", "LOCKSERVE_STATE_DB": "{tmp}/state.sqlite"},
         20000,
     ),
     "lockserve canary, four variants (onnx)": (
-        f"{GUNICORN} api.main:app",
+        SERVE,
         {"LOCKSERVE_SERVING_FILE": "{tmp}/canary4.yaml"},
         20000,
     ),
-    FLOOR: (f"{GUNICORN} bench.floor:app", {}, 20000),
-    GRANIAN_FLOOR: (f"{GRANIAN} bench.floor:app", {}, 20000),
+    FLOOR: (f"{SERVE} bench.floor:app", {}, 20000),
+    GUNICORN_FLOOR: (f"{GUNICORN} bench.floor:app", {}, 20000),
 }
 # Two variants of the pinned model, loaded side by side (both at HEAD: routing and memory
 # cost, whatever the models).
@@ -233,7 +237,7 @@ def by_layer(tmp: Path, one: Path) -> list[dict[str, Any]]:
     for layer in ["floor", *layers.LAYERS]:
         target = "bench.floor:app" if layer == "floor" else "bench.layers:app"
         with running(
-            ["sh", "-c", f"exec {GUNICORN} {target}"],
+            ["sh", "-c", f"exec {SERVE} {target}"],
             ROOT,
             tmp / "layer.log",
             LOCKSERVE_BENCH_LAYER=layer,
@@ -288,7 +292,7 @@ def in_process() -> dict[str, float]:
 
 def floor_of(name: str) -> str:
     """The HTTP floor a server's req/s is set against: the same server's hello-world."""
-    return GRANIAN_FLOOR if "granian" in name else FLOOR
+    return GUNICORN_FLOOR if "gunicorn + uvicorn" in name else FLOOR
 
 
 def bench(concurrency: int) -> dict:
@@ -323,7 +327,7 @@ def bench(concurrency: int) -> dict:
     extra["startup"] = {"local": startup.local(), "deploy_host_s3": startup.deploy_host()}
     extra["in_process"] = in_process()
     baseline = rows[0]["req_per_s"]
-    floors = {r["server"]: r["req_per_s"] for r in rows if r["server"] in (FLOOR, GRANIAN_FLOOR)}
+    floors = {r["server"]: r["req_per_s"] for r in rows if r["server"] in (FLOOR, GUNICORN_FLOOR)}
     for row in rows:
         row["ratio"] = round(row["req_per_s"] / baseline, 2)
         row["of_floor"] = round(row["req_per_s"] / floors[floor_of(row["server"])], 3)

@@ -1,6 +1,6 @@
 """A bounded soak: `make soak` (python -m bench.soak; not part of `make test`).
 
-One server (gunicorn, 2 workers, the model dvc.lock pins) on a free loopback port takes mixed
+One server (api.serve, 2 workers, the model dvc.lock pins) on a free loopback port takes mixed
 good and bad requests from a fixed number of keep-alive clients for ``--minutes`` (10), with
 a reload (``python -m api.reload``) every ``--reload-every`` seconds (120). Every minute it
 samples each worker's RSS and the open descriptors of the master and workers (sockets left
@@ -31,7 +31,7 @@ import psutil
 from api.reload import reload
 from bench import fill_readme
 from tests.conftest import PENGUIN
-from tests.servers import GUNICORN, Server, free_port
+from tests.servers import SERVER, Server, free_port
 
 log = logging.getLogger("lockserve.soak")
 
@@ -151,9 +151,9 @@ def sample(master: psutil.Process) -> dict:
 def soak(minutes: float, reload_every: float, clients: int) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="lockserve-soak-"))
     port = free_port()
-    pidfile = tmp / "gunicorn.pid"
+    pidfile = tmp / "server.pid"
     server = Server(
-        GUNICORN,
+        SERVER,
         ROOT,
         port,
         tmp / "log",

@@ -3,7 +3,7 @@ fetches the pinned model from S3 (SeaweedFS on loopback) into an empty cache.
 
 A workstation clone of this repo pushes the model dvc.lock pins to the `s3` remote (from this
 checkout's cache); each deploy host is a fresh git clone of it, credentials in its environment
-only, started as `make deploy` starts one (gunicorn, LOCKSERVE_REV=HEAD, LOCKSERVE_REMOTE=s3).
+only, started as `make deploy` starts one (api.serve, LOCKSERVE_REV=HEAD, LOCKSERVE_REMOTE=s3).
 Seconds are from the start of the process to /health/ready answering 200; the phases come from
 the server's own log line (lock, fetch, verify, load).
 """
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.servers import GUNICORN, Server, free_port
+from tests.servers import SERVER, Server, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -34,7 +34,7 @@ def _run(cmd: list[str], cwd: Path) -> None:
 def timed_start(cwd: Path, log: Path, **env: str) -> dict[str, Any]:
     """Start the default server in ``cwd``; seconds to ready and the resolver's phases."""
     started = time.perf_counter()
-    server = Server(GUNICORN, cwd, free_port(), log, **env)
+    server = Server(SERVER, cwd, free_port(), log, **env)
     try:
         server.wait_ready(timeout=120)
         ready_s = time.perf_counter() - started

@@ -19,6 +19,8 @@ from typing import Any
 from tests.conftest import venv_env
 
 # the production server, as `make serve` and the Procfile start it
+SERVER = [sys.executable, "-m", "api.serve"]
+# gunicorn + uvicorn workers, the measured alternative (`make bench`)
 GUNICORN = [
     str(Path(sys.executable).parent / "gunicorn"),
     "-c",

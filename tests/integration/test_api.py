@@ -334,3 +334,24 @@ def test_an_app_a_reload_replaced_is_freed_with_its_models(artifacts):
     assert old() is not None  # kept alive by FastAPI's caches alone
     release_replaced()
     assert old() is None
+
+
+def test_an_app_built_from_the_local_store_needs_no_repository(model_repo, artifacts, tmp_path):
+    """What a worker does on a reload: the bytes the master verified, published to the local
+    store and read back, build an app that serves the same pinned model, with no repository."""
+    from api.swap import LocalStore
+
+    app = create_app(Settings(repo=model_repo, rev="v1"))
+    store = LocalStore(tmp_path / "store")
+    generation = store.publish(app.state.verified)
+    nowhere = Settings(repo=tmp_path / "no-repo", rev="v2", serving_file=tmp_path / "no.yaml")
+    rebuilt = create_app(nowhere, verified=store.read(generation))
+    with TestClient(app) as first, TestClient(rebuilt) as second:
+        answers = [post(c, {"instances": [PENGUIN] * 3}).json() for c in (first, second)]
+        described = [c.get("/model").json() for c in (first, second)]
+    assert answers[0] == answers[1]
+    assert answers[1]["model"]["md5"] == hashlib.md5(artifacts["v1"]).hexdigest()
+    for seen in described:  # each process measured its own load
+        for variant in [seen, *seen["variants"]]:
+            variant["startup_ms"].pop("load_ms")
+    assert described[0] == described[1]

@@ -32,7 +32,7 @@ import psutil
 import pytest
 
 from tests.conftest import PENGUIN, ROOT, dvc, venv_env
-from tests.servers import GUNICORN, Server, free_port, http, json_lines
+from tests.servers import SERVER, Server, free_port, http, json_lines
 
 pytestmark = pytest.mark.system
 
@@ -256,7 +256,7 @@ def established(pid: int, port: int) -> int:
 
 
 def serving(model_repo: Path, log_path: Path, **env: str) -> Server:
-    server = Server(GUNICORN, ROOT, free_port(), log_path, LOCKSERVE_REPO=str(model_repo), **env)
+    server = Server(SERVER, ROOT, free_port(), log_path, LOCKSERVE_REPO=str(model_repo), **env)
     server.wait_ready()
     return server
 
@@ -578,7 +578,7 @@ def test_s3_outage_mid_download_never_leaves_a_partial_object(
         LOCKSERVE_FETCH_BACKOFF_S="0.2",
     )
     first = Server(
-        GUNICORN, ROOT, free_port(), tmp_path / "first.log", LOCKSERVE_REPO=str(host), **env
+        SERVER, ROOT, free_port(), tmp_path / "first.log", LOCKSERVE_REPO=str(host), **env
     )
     started = time.monotonic()
     try:
@@ -596,7 +596,7 @@ def test_s3_outage_mid_download_never_leaves_a_partial_object(
     proxy.up()
     proxy.cut_after = None
     second = Server(
-        GUNICORN, ROOT, free_port(), tmp_path / "second.log", LOCKSERVE_REPO=str(host), **env
+        SERVER, ROOT, free_port(), tmp_path / "second.log", LOCKSERVE_REPO=str(host), **env
     )
     started = time.monotonic()
     try:
@@ -724,7 +724,7 @@ def test_a_full_cache_disk_refuses_to_start_and_keeps_no_partial_object(
         env.update(s3_env(s3, s3.endpoint, LOCKSERVE_REV="v1"))
     with tmpfs(host / ".dvc" / "cache", f"{size // 2 // 4096 * 4}k") as cache:
         server = Server(
-            GUNICORN, ROOT, free_port(), tmp_path / "log", LOCKSERVE_REPO=str(host), **env
+            SERVER, ROOT, free_port(), tmp_path / "log", LOCKSERVE_REPO=str(host), **env
         )
         started = time.monotonic()
         try:
@@ -763,7 +763,7 @@ def test_two_deploys_at_once_share_one_cache(
     proxy = proxies(s3_port(s3), rate=32 * 1024)
     env = s3_env(s3, proxy.endpoint, LOCKSERVE_REV="v1")
     servers = [
-        Server(GUNICORN, ROOT, free_port(), tmp_path / f"{i}.log", LOCKSERVE_REPO=str(host), **env)
+        Server(SERVER, ROOT, free_port(), tmp_path / f"{i}.log", LOCKSERVE_REPO=str(host), **env)
         for i in (1, 2)
     ]
     started = time.monotonic()

@@ -101,7 +101,7 @@ def test_make_init_then_pipeline_then_serve(clone, tmp_path, case):
         port,
         tmp_path / "serve.log",
         WEB_CONCURRENCY="1",
-        LOCKSERVE_PIDFILE=str(tmp_path / "gunicorn.pid"),
+        LOCKSERVE_PIDFILE=str(tmp_path / "server.pid"),
     )
     try:
         server.wait_ready(timeout=120)

@@ -13,7 +13,7 @@ import yaml
 from tests import lookup_repo
 from tests.conftest import ROOT, run
 from tests.lookup_repo import IDS, KEY, TABLE
-from tests.servers import GUNICORN, http, running
+from tests.servers import SERVER, http, running
 
 pytestmark = pytest.mark.system
 
@@ -39,18 +39,18 @@ def test_lookups_follow_a_reload_to_the_table_another_rev_pins(scored_base, arti
     path = tmp_path / "serving.yaml"
     path.write_text(serving("t2", "t1"))
     with running(
-        GUNICORN,
+        SERVER,
         ROOT,
         tmp_path / "log",
         LOCKSERVE_REPO=str(repo),
         LOCKSERVE_SERVING_FILE=str(path),
-        LOCKSERVE_PIDFILE=str(tmp_path / "gunicorn.pid"),
+        LOCKSERVE_PIDFILE=str(tmp_path / "server.pid"),
         WEB_CONCURRENCY="2",
     ) as server:
         before = [http("GET", f"{server.base}/predictions/{key}")[1] for key in IDS[:2] * 4]
         path.write_text(serving("t2", "t2"))
         done = subprocess.run(
-            [sys.executable, "-m", "api.reload", "--pidfile", str(tmp_path / "gunicorn.pid")],
+            [sys.executable, "-m", "api.reload", "--pidfile", str(tmp_path / "server.pid")],
             cwd=ROOT,
             capture_output=True,
             text=True,

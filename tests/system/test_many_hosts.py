@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import PENGUIN, ROOT
 from tests.redis_server import RedisServer, running_redis
-from tests.servers import GUNICORN, Server, free_port, http, json_lines
+from tests.servers import SERVER, Server, free_port, http, json_lines
 
 pytestmark = pytest.mark.system
 
@@ -37,7 +37,7 @@ def two_hosts(model_repo, tmp_path, text: str, redis: RedisServer) -> Iterator[l
         for name in ("host-a", "host-b"):
             servers.append(
                 Server(
-                    GUNICORN,
+                    SERVER,
                     ROOT,
                     free_port(),
                     tmp_path / f"{name}.log",

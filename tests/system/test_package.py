@@ -281,7 +281,7 @@ def test_systemd_install_serves_the_pinned_model(dist, installed, v1, tmp_path):
     notify.settimeout(60)
     env.update(
         PATH="/usr/bin:/bin",
-        LOCKSERVE_PIDFILE=str(tmp_path / "gunicorn.pid"),
+        LOCKSERVE_PIDFILE=str(tmp_path / "server.pid"),
         LOCKSERVE_STATE_DB=str(tmp_path / "state.sqlite"),
         LOCKSERVE_GRPC_PORT="0",
         WEB_CONCURRENCY="1",

@@ -24,7 +24,7 @@ from contract.artifact import read
 from contract.features import FeatureBuilder
 from tests.browser import chromium, compare, instances, on_device, sampled, tab
 from tests.conftest import ROOT, build_table_artifact, pinned_repo
-from tests.servers import GUNICORN, http, json_lines, running
+from tests.servers import SERVER, http, json_lines, running
 
 pytestmark = pytest.mark.system
 
@@ -42,7 +42,7 @@ def server(tmp_path_factory, model_repo_template):
     """The template repo's model (v2 at HEAD) served as `make serve` serves the workspace."""
     base = tmp_path_factory.mktemp("page-server")
     with running(
-        GUNICORN,
+        SERVER,
         ROOT,
         base / "log",
         LOCKSERVE_REPO=str(model_repo_template / "repo"),
@@ -325,7 +325,7 @@ def test_any_schema_and_strategy(browser, request, tmp_path, case):
     md5s = {tag: hashlib.md5(data).hexdigest() for tag, data in versions.items()}
     with (
         running(
-            GUNICORN,
+            SERVER,
             ROOT,
             tmp_path / "log",
             LOCKSERVE_REPO=str(repo),

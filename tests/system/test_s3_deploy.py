@@ -17,7 +17,7 @@ import yaml
 from api.resolver import resolve
 from tests.conftest import ROOT, dvc, run
 from tests.servers import (
-    GUNICORN,
+    SERVER,
     Server,
     free_port,
     grpc_model_infer,
@@ -153,7 +153,7 @@ def test_each_rev_serves_its_own_model(host, workstation, s3, tmp_path):
     seen = {}
     for tag in ("t1", "t2"):
         with running(
-            GUNICORN,
+            SERVER,
             ROOT,
             tmp_path / f"{tag}.log",
             LOCKSERVE_REPO=str(host),
@@ -181,7 +181,7 @@ def test_gto_version_and_stage_name_what_to_serve(host, workstation, s3, tmp_pat
 
     def served_by_stage(log: str) -> dict:
         with running(
-            GUNICORN,
+            SERVER,
             ROOT,
             tmp_path / log,
             LOCKSERVE_REPO=str(host),
@@ -201,7 +201,7 @@ def test_gto_version_and_stage_name_what_to_serve(host, workstation, s3, tmp_pat
 
 def refused_on(host: Path, tmp_path: Path, **env: str) -> str:
     """The one CRITICAL line of a server on ``host`` that must refuse to start."""
-    return refused(GUNICORN, ROOT, tmp_path / "log", LOCKSERVE_REPO=str(host), **env)[0]
+    return refused(SERVER, ROOT, tmp_path / "log", LOCKSERVE_REPO=str(host), **env)[0]
 
 
 def test_wrong_credentials_fail_naming_the_remote_and_the_403(host, s3, tmp_path):

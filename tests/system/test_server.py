@@ -1,4 +1,5 @@
-"""System: the real server (gunicorn + uvicorn workers, honcho + Procfile) on free ports."""
+"""System: the real server (granian via api/serve.py; gunicorn + uvicorn beside it; honcho +
+Procfile) on free ports."""
 
 import hashlib
 import json
@@ -13,6 +14,7 @@ import pytest
 from tests.conftest import ROOT
 from tests.servers import (
     GUNICORN,
+    SERVER,
     Server,
     free_port,
     grpc_model_infer,
@@ -33,9 +35,11 @@ PENGUIN = {
 }
 
 
-def test_gunicorn_serves_the_pinned_model(model_repo, artifacts, tmp_path):
+@pytest.mark.parametrize("command", [SERVER, GUNICORN], ids=["granian", "gunicorn"])
+def test_the_server_serves_the_pinned_model(model_repo, artifacts, tmp_path, command):
+    """The production server (granian, api/serve.py), and gunicorn + uvicorn beside it."""
     with running(
-        GUNICORN, ROOT, tmp_path / "log", LOCKSERVE_REPO=str(model_repo), WEB_CONCURRENCY="2"
+        command, ROOT, tmp_path / "log", LOCKSERVE_REPO=str(model_repo), WEB_CONCURRENCY="2"
     ) as server:
         status, body = http("POST", server.base + "/predict", {"instances": [PENGUIN] * 3})
         assert status == 200 and len(body["predictions"]) == 3
@@ -50,8 +54,8 @@ def test_gunicorn_serves_the_pinned_model(model_repo, artifacts, tmp_path):
     predict = next(a for a in access if a["path"] == "/predict" and a["status"] == 200)
     assert predict["batch_size"] == 3 and predict["model_md5"] == body["model"]["md5"]
     assert len(predict["request_id"]) == 32 and predict["latency_ms"] > 0
-    booted = [line for line in logs if "Booting worker" in line["msg"]]
-    assert len(booted) == 2
+    ready = [line for line in logs if "ready_ms" in line and line["msg"].startswith("worker ")]
+    assert len(ready) == 2
 
 
 def test_tampered_artifact_refuses_to_start(model_repo, artifacts, tmp_path):
@@ -61,7 +65,7 @@ def test_tampered_artifact_refuses_to_start(model_repo, artifacts, tmp_path):
     for obj in (model_repo.parent / "remote").rglob(digest[2:]):
         obj.unlink()
     port = free_port()
-    server = Server(GUNICORN, ROOT, port, tmp_path / "log", LOCKSERVE_REPO=str(model_repo))
+    server = Server(SERVER, ROOT, port, tmp_path / "log", LOCKSERVE_REPO=str(model_repo))
     code = server.proc.wait(60)
     output = server.output()
     server.stop()
@@ -77,7 +81,7 @@ def test_tampered_artifact_refuses_to_start(model_repo, artifacts, tmp_path):
 
 def test_unknown_rev_refuses_to_start(model_repo, tmp_path):
     message, _ = refused(
-        GUNICORN,
+        SERVER,
         ROOT,
         tmp_path / "log",
         LOCKSERVE_REPO=str(model_repo),
@@ -88,7 +92,7 @@ def test_unknown_rev_refuses_to_start(model_repo, tmp_path):
 
 def test_sigterm_lets_the_in_flight_request_finish(model_repo, tmp_path):
     with running(
-        GUNICORN, ROOT, tmp_path / "log", LOCKSERVE_REPO=str(model_repo), WEB_CONCURRENCY="1"
+        SERVER, ROOT, tmp_path / "log", LOCKSERVE_REPO=str(model_repo), WEB_CONCURRENCY="1"
     ) as server:
         body = json.dumps({"instances": [PENGUIN]}).encode()
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=20)
@@ -172,7 +176,7 @@ def test_a_failing_request_never_fails_its_batch_mates(artifacts, tmp_path):
         for i in range(240)
     ]
     with running(
-        GUNICORN,
+        SERVER,
         ROOT,
         tmp_path / "log",
         LOCKSERVE_REPO=str(repo),
@@ -227,7 +231,7 @@ def test_an_oversize_body_gets_its_413_even_from_a_client_that_writes_it_all_fir
     body = b'{"instances": [' + b", ".join([instance] * 137_000) + b"]}"
     assert len(body) > 15_000_000
     with running(
-        GUNICORN, ROOT, tmp_path / "log", LOCKSERVE_REPO=str(model_repo), WEB_CONCURRENCY="1"
+        SERVER, ROOT, tmp_path / "log", LOCKSERVE_REPO=str(model_repo), WEB_CONCURRENCY="1"
     ) as server:
         for attempt in range(3):
             status, error = _urllib_post(server.base + "/predict", body)

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.metrics import FLUSH_S
 from tests.conftest import PENGUIN, ROOT
-from tests.servers import GUNICORN, http, refused, running
+from tests.servers import SERVER, http, refused, running
 
 pytestmark = pytest.mark.system
 
@@ -23,14 +23,14 @@ def serve(model_repo, tmp_path, text, **env):
     serving = tmp_path / "serving.yaml"
     serving.write_text(text)
     return running(
-        GUNICORN,
+        SERVER,
         ROOT,
         tmp_path / "log",
         LOCKSERVE_REPO=str(model_repo),
         LOCKSERVE_SERVING_FILE=str(serving),
         WEB_CONCURRENCY="2",
         LOCKSERVE_STATE_DB=str(tmp_path / "state.sqlite"),
-        LOCKSERVE_PIDFILE=str(tmp_path / "gunicorn.pid"),
+        LOCKSERVE_PIDFILE=str(tmp_path / "server.pid"),
         **env,
     )
 
@@ -147,7 +147,7 @@ def test_bad_serving_file_refuses_to_start_naming_the_field(model_repo, tmp_path
     serving = tmp_path / "serving.yaml"
     serving.write_text("strategy: canary\nvariants:\n  a: {rev: v1, weight: 1}\n  b: {rev: v2}\n")
     message, _ = refused(
-        GUNICORN,
+        SERVER,
         ROOT,
         tmp_path / "log",
         LOCKSERVE_REPO=str(model_repo),
@@ -187,7 +187,7 @@ def test_reload_under_load_switches_models_without_a_failed_request(
                 "strategy: single\nvariants:\n  candidate: {rev: v2}\n"
             )
             reloaded = time.monotonic()
-            os.kill(int((tmp_path / "gunicorn.pid").read_text()), signal.SIGHUP)
+            os.kill(int((tmp_path / "server.pid").read_text()), signal.SIGHUP)
             time.sleep(6.0)
             stop.set()
         described = http("GET", server.base + "/model")[1]
@@ -205,7 +205,7 @@ def reload_command(tmp_path):
     import sys
 
     return subprocess.run(
-        [sys.executable, "-m", "api.reload", "--pidfile", str(tmp_path / "gunicorn.pid")],
+        [sys.executable, "-m", "api.reload", "--pidfile", str(tmp_path / "server.pid")],
         cwd=ROOT,
         capture_output=True,
         text=True,

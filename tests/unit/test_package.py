@@ -51,10 +51,7 @@ def test_the_unit_names_the_pinned_model_and_the_install_path(tmp_path):
     unit = texts["lockserve.service"]
     assert f"Environment=LOCKSERVE_BUNDLE_MD5={md5_hex(DATA)}" in unit.splitlines()
     assert "Environment=LOCKSERVE_BUNDLE=/srv/ls/bundle" in unit.splitlines()
-    assert (
-        "ExecStart=/usr/bin/python3.11 -S -m gunicorn -c /srv/ls/api/gunicorn_conf.py api.main:app"
-        in unit.splitlines()
-    )
+    assert "ExecStart=/usr/bin/python3.11 -S -m api.serve" in unit.splitlines()
     assert "ExecReload=/bin/kill -HUP $MAINPID" in unit.splitlines()  # systemd's, not ours
     assert "EnvironmentFile=/etc/lockserve/lockserve.env" in unit.splitlines()
     assert "Type=notify" in unit.splitlines()  # ready only once the model is verified
