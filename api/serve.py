@@ -39,6 +39,7 @@ ACCEPT_S = 0.2  # on SIGTERM the workers go on accepting at least this long
 ACCEPT_MAX_S = 5.0  # and at most this long, while connections wait in the queue
 DRAIN_S = 0.5  # then a moment more, for requests on connections just accepted to be read
 PIDFILE = ".lockserve/server.pid"
+STOPPED = (0, -signal.SIGTERM, -signal.SIGINT)  # how a worker that was told to stop exits
 
 log = logging.getLogger("lockserve")
 
@@ -131,6 +132,7 @@ def server_class() -> type:
         ) -> None:
             super().__init__("api.main:app", pid_file=pidfile, **kwargs)
             self.store, self.pidfile = store, pidfile
+            self.behind: set[int] = set()  # pids of the workers the last roll-out left behind
             self.current = app  # another app (the benchmarks' HTTP floor) is served as it is
             if store is not None:
                 self.current = self.swappable(app, store.publish(app.state.verified))
@@ -148,8 +150,11 @@ def server_class() -> type:
         def shutdown(self, exit_code: int = 0) -> None:
             if self._sso is not None:
                 drain(self._sso)
-            if self.interrupt_signal:  # a worker the same signal reached first did not fail
-                self.interrupt_children.clear()
+            if self.interrupt_signal:  # a worker the signal reached first has not failed
+                stopped = {w.idx for w in self.wrks if w.inner.exitcode in STOPPED}
+                self.interrupt_children[:] = [
+                    i for i in self.interrupt_children if i not in stopped
+                ]
             super().shutdown(exit_code)
 
         def _init_shared_socket(self) -> None:
@@ -166,6 +171,7 @@ def server_class() -> type:
 
         def _reload(self, spawn_target: Any, target_loader: Any) -> None:
             self.reload_signal = False
+            self.respawned_wrks.clear()
             self.main_loop_interrupt.clear()
             if self.store is not None:
                 reload(self, spawn_target, target_loader)
@@ -182,36 +188,76 @@ def server_class() -> type:
 
 
 def reload(server: Any, spawn_target: Any, target_loader: Any) -> None:
-    """SIGHUP in the master: rebuild, publish, wait for every worker to swap, report."""
+    """SIGHUP in the master: rebuild from serving.yaml, publish, wait until every worker has
+    swapped, write the state `make reload` reports. Whatever fails, the service goes on with
+    the models it served: a worker that cannot swap puts every worker back on them, and the
+    reload is refused."""
+    from api.reload import state_path, write_state
+
+    try:
+        status, fields = _reload(server, spawn_target, target_loader)
+    except Exception as exc:  # noqa: BLE001 - a reload must never take the service down
+        log.error("reload failed, still serving the previous models: %s", exc)
+        status, fields = "refused", {"reason": f"{type(exc).__name__}: {exc}"}
+    finally:
+        frozen()
+    try:
+        write_state(state_path(server.pidfile), status, os.getpid(), **fields)
+    except OSError as exc:
+        log.error("could not write the reload's state: %s", exc)
+    if server.interrupt_children:  # a worker died meanwhile: the serve loop replaces it
+        server.main_loop_interrupt.set()
+
+
+def _reload(server: Any, spawn_target: Any, target_loader: Any) -> tuple[str, dict[str, Any]]:
     from api.app import release_replaced
     from api.main import build
-    from api.reload import served, state_path, write_state
+    from api.reload import served
 
-    where = state_path(server.pidfile)
+    previous = server.current
     gc.unfreeze()  # the app being replaced can be collected once nothing holds it
     release_replaced()
     try:
         app = build()
-    except Exception as exc:  # noqa: BLE001 - a reload must never take the service down
+    except Exception as exc:  # noqa: BLE001 - a bad file or model keeps the old app
         log.error("reload refused, still serving the previous models: %s", exc)
-        write_state(where, "refused", os.getpid(), reason=str(exc))
-        frozen()
-        return
-    generation = server.store.publish(app.state.verified)
-    server.current = server.swappable(app, generation)  # what a worker forked from now serves
-    frozen()
-    pids = {wrk.inner.pid for wrk in server.wrks}
-    deadline = time.monotonic() + ACK_S
-    acks = server.store.acks(generation, pids)
-    while len(acks) < len(pids) and time.monotonic() < deadline and not server.interrupt_signal:
-        time.sleep(0.05)
-        acks = server.store.acks(generation, pids)
-    behind = [wrk.idx for wrk in server.wrks if acks.get(wrk.inner.pid) != "ok"]
-    if behind:  # a worker that could not swap is replaced by one forked from the new app
-        log.warning("reload: %d worker(s) did not swap; replacing them", len(behind))
+        return "refused", {"reason": str(exc)}
+    if server.interrupt_signal:
+        return "refused", {"reason": "the server is stopping"}
+    refusal = roll_out(server, app)
+    if refusal is None:
+        server.store.prune(server.current.generation)
+        return "reloaded", {"variants": served(app)}
+    log.error("reload refused, back to the previous models: %s", refusal)
+    if roll_out(server, previous.app) is not None and not server.interrupt_signal:
+        behind = [w.idx for w in server.wrks if w.is_alive() and w.inner.pid in server.behind]
+        log.warning("replacing %d worker(s) that could not go back", len(behind))
         server._respawn_workers(behind, spawn_target, target_loader)
-    server.store.prune(generation)
-    write_state(where, "reloaded", os.getpid(), variants=served(app))
+    return "refused", {"reason": refusal}
+
+
+def roll_out(server: Any, app: Any) -> str | None:
+    """Publish ``app``'s verified bytes as the next generation, serve it from workers forked
+    from now on, and wait (at most ACK_S) until every live worker has swapped to it; None, or
+    why not (``server.behind``: the workers that have not)."""
+    server.current = server.swappable(app, server.store.publish(app.state.verified))
+    generation = server.current.generation
+    deadline = time.monotonic() + ACK_S
+    while True:
+        alive = {w.inner.pid for w in server.wrks if w.is_alive()}
+        acks = server.store.acks(generation, alive)
+        if len(acks) == len(alive) or server.interrupt_signal or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    server.behind = {pid for pid in alive if acks.get(pid) != "ok"}
+    if server.interrupt_signal:
+        return "the server is stopping"
+    refused = sorted((pid, ack) for pid, ack in acks.items() if ack != "ok")
+    if refused:
+        return f"worker {refused[0][0]}: {refused[0][1]}"
+    if server.behind:
+        return f"worker(s) {sorted(server.behind)} did not swap within {ACK_S:g} s"
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -226,7 +272,12 @@ def main(argv: list[str] | None = None) -> None:
     pidfile.parent.mkdir(parents=True, exist_ok=True)
 
     module, _, name = target.partition(":")
-    app = getattr(importlib.import_module(module), name)  # api.main: exit 3 if it cannot
+    try:
+        app = getattr(importlib.import_module(module), name)  # api.main: exit 3 if it cannot
+    except SystemExit:
+        if own_metrics:
+            shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+        raise
     from api.protocols import preflight
     from api.reload import served, state_path, write_state
     from api.settings import Settings
@@ -237,6 +288,8 @@ def main(argv: list[str] | None = None) -> None:
     problem = preflight(settings) if lockserve else None
     if problem is not None:
         log.critical("refusing to start: %s", problem)
+        if own_metrics:
+            shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
         sys.exit(3)
 
     from granian.constants import HTTPModes, Interfaces, Loops
@@ -260,10 +313,13 @@ def main(argv: list[str] | None = None) -> None:
         workers_kill_timeout=int(os.environ.get("GRACEFUL_TIMEOUT", "30")),
     )
 
+    del app  # the server holds it (server.current): a reload can let it go
+
     @server.on_startup
     def started() -> None:  # bound, the workers not yet forked
         if lockserve:
-            write_state(state_path(pidfile), "started", os.getpid(), variants=served(app))
+            variants = served(server.current.app)
+            write_state(state_path(pidfile), "started", os.getpid(), variants=variants)
         notify_ready()
 
     @server.on_shutdown

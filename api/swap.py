@@ -45,11 +45,13 @@ class LocalStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._published = 0  # the last generation this process published
         (root / "blobs").mkdir(parents=True, exist_ok=True)
         (root / "acks").mkdir(exist_ok=True)
 
     @staticmethod
     def _write(path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)  # a cleaner may have removed it
         partial = path.with_name(f".{path.name}.{os.getpid()}")
         partial.write_bytes(data)
         partial.replace(path)
@@ -88,7 +90,7 @@ class LocalStore:
             fields = {k: v for k, v in vars(verified.lookup).items() if k != "files"}
             files = {rel: self._blob(data) for rel, data in verified.lookup.files.items()}
             table = {**fields, "files": files}
-        generation = self.current() + 1
+        generation = self._published = max(self._published, self.current()) + 1
         manifest = {
             "config": verified.config.model_dump(mode="json", exclude_unset=True),
             "models": models,
@@ -136,11 +138,16 @@ class LocalStore:
         return out
 
     def prune(self, keep: int) -> None:
-        """Remove the manifests and acks of generations before ``keep``, and unnamed blobs."""
+        """Remove what generations before ``keep`` alone need (manifests, acks, blobs) and any
+        file a writer left half-written."""
+
+        def generation(name: str) -> int:
+            head = name.split(".")[0]
+            return int(head) if head.isdigit() else -1  # not ours, or a partial file
+
         named: set[str] = set()
         for path in self.root.glob("*.json"):
-            generation = int(path.stem)
-            if generation < keep:
+            if generation(path.name) < keep:
                 path.unlink(missing_ok=True)
                 continue
             manifest = json.loads(path.read_text())
@@ -151,7 +158,7 @@ class LocalStore:
             if blob.name not in named:
                 blob.unlink(missing_ok=True)
         for ack in (self.root / "acks").iterdir():
-            if int(ack.name.split(".")[0]) < keep:
+            if generation(ack.name) < keep:
                 ack.unlink(missing_ok=True)
 
 
@@ -170,9 +177,21 @@ class _Live:
         await self.stack.aclose()
 
 
+def refreeze() -> None:
+    """After a replaced app is let go: collect it (what the master froze before forking the
+    worker includes the first app, so unfreeze first), then freeze what is left again, out of
+    the collector's way as before."""
+    from api.app import release_replaced
+
+    gc.unfreeze()
+    release_replaced()
+    gc.freeze()
+
+
 class Swappable:
     """The ASGI app a worker serves: forwards to the live app, runs its lifespan, and swaps in
-    the store's newer generations as they are published (built by ``build(verified)``)."""
+    the store's newer generations as they are published (built by ``build(verified)``); once a
+    replaced app has stopped, ``collect`` lets it go."""
 
     def __init__(
         self,
@@ -181,12 +200,15 @@ class Swappable:
         generation: int,
         build: Callable[[Any], Any],
         on_ready: Callable[[], None] | None = None,
+        collect: Callable[[], None] = refreeze,
     ) -> None:
         self._live = _Live(app, generation)
         self._store, self._build, self._on_ready = store, build, on_ready
+        self._collect = collect
         self._refused: set[int] = set()
         self._watcher: asyncio.Task | None = None
-        self._draining: set[asyncio.Task] = set()
+        self._swapping = False
+        self._closing = False
 
     @property
     def app(self) -> Any:
@@ -220,28 +242,36 @@ class Swappable:
             self._on_ready()
         await send({"type": "lifespan.startup.complete"})
         await receive()  # lifespan.shutdown
-        self._watcher.cancel()
+        self._closing = True
+        if not self._swapping:  # a swap under way is finished first (it is bounded)
+            self._watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._watcher
-        await asyncio.gather(*self._draining, return_exceptions=True)
         await self._live.stop()
         await send({"type": "lifespan.shutdown.complete"})
 
     async def _watch(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(POLL_S)
             generation = self._store.current()
             if generation > self._live.generation and generation not in self._refused:
-                await self.swap(generation)
+                self._swapping = True
+                try:
+                    await self.swap(generation)
+                except Exception:  # noqa: BLE001 - the worker goes on serving what it has
+                    log.exception("worker %d: swap to generation %d", os.getpid(), generation)
+                finally:
+                    self._swapping = False
 
     async def swap(self, generation: int) -> bool:
-        """Build, start and serve generation ``generation``; the replaced app drains and stops.
-        On failure the live app goes on serving and the store hears why."""
+        """Build, start and serve generation ``generation``; the replaced app drains and stops
+        before the store hears ``ok``. On failure the live app goes on serving and the store
+        hears why."""
         started = time.perf_counter()
         try:
             verified = await asyncio.to_thread(self._store.read, generation)
-            app = await asyncio.to_thread(self._build, verified)
-            new = _Live(app, generation)
+            new = _Live(await asyncio.to_thread(self._build, verified), generation)
+            del verified
             await new.start()
         except Exception as exc:  # noqa: BLE001 - a reload must never take the worker down
             self._refused.add(generation)
@@ -255,6 +285,7 @@ class Swappable:
             self._store.ack(generation, f"refused: {exc}")
             return False
         old, self._live = self._live, new
+        del new
         log.info(
             "worker %d serves generation %d (%.0f ms)",
             os.getpid(),
@@ -262,24 +293,27 @@ class Swappable:
             (time.perf_counter() - started) * 1000,
             extra={FIELDS: {"generation": generation}},
         )
-        task = asyncio.create_task(self._retire(old))
-        self._draining.add(task)
-        task.add_done_callback(self._draining.discard)
-        await asyncio.shield(task)  # the old app has answered what it held and stopped
+        await self._retire([old])
+        del old
+        self._collect()
         self._store.ack(generation, "ok")
         return True
 
-    async def _retire(self, old: _Live) -> None:
-        """Wait for the replaced app's requests (at most DRAIN_S), stop it, let it go."""
+    async def _retire(self, held: list[_Live]) -> None:
+        """Wait for the replaced app's requests (at most DRAIN_S), then stop it."""
+        old = held.pop()
         deadline = time.monotonic() + DRAIN_S
         while old.requests and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
+        if old.requests:
+            log.warning(
+                "worker %d stops generation %d with %d request(s) still running after %g s",
+                os.getpid(),
+                old.generation,
+                old.requests,
+                DRAIN_S,
+            )
         try:
             await old.stop()
-        finally:
-            from api.app import release_replaced
-
-            del old
-            gc.unfreeze()  # what the master froze before forking includes the replaced app
-            release_replaced()
-            gc.freeze()
+        except Exception:  # noqa: BLE001 - the new app serves; the old one is let go anyway
+            log.exception("worker %d: stopping generation %d", os.getpid(), old.generation)

@@ -47,6 +47,9 @@ def test_the_server_serves_the_pinned_model(model_repo, artifacts, tmp_path, com
         assert http("GET", server.base + "/model")[1]["rev"] == "workspace"
         status, error = http("POST", server.base + "/predict", {"instances": [{"x": 1}]})
         assert status == 422 and error["error"]["code"] == "invalid_request"
+        deadline = time.monotonic() + 20  # the second worker may still be starting
+        while server.output().count('"ready_ms"') < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
         logs = json_lines(server.output())
     steps = {line["msg"].split(" ")[0] for line in logs if line["logger"] == "lockserve.resolver"}
     assert {"dvc.lock", "resolved"} <= steps

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
+import weakref
 
 import pytest
 
@@ -145,7 +147,7 @@ def test_a_swap_serves_the_new_app_after_the_old_one_has_finished(tmp_path):
         return new
 
     async def scenario() -> None:
-        swappable = Swappable(old, store, store.publish(verified()), build)
+        swappable = Swappable(old, store, store.publish(verified()), build, collect=gc.collect)
         await swappable._live.start()
         assert await call(swappable, "/a") == "old"
         slow = asyncio.create_task(call(swappable, "/slow"))
@@ -173,7 +175,9 @@ def test_a_generation_that_fails_leaves_the_old_app_serving(tmp_path):
     old = FakeApp("old")
 
     async def scenario() -> None:
-        swappable = Swappable(old, store, store.publish(verified()), lambda _: FakeApp("x", True))
+        swappable = Swappable(
+            old, store, store.publish(verified()), lambda _: FakeApp("x", True), collect=gc.collect
+        )
         await swappable._live.start()
         generation = store.publish(verified(b"model a2"))
         assert await swappable.swap(generation) is False
@@ -216,3 +220,100 @@ def test_the_lifespan_starts_the_app_and_watches_for_generations(tmp_path, monke
     asyncio.run(scenario())
     assert ready == [True]
     assert old.events == ["start", "stop"] and new.events == ["start", "/b", "stop"]
+
+
+def test_the_replaced_app_is_let_go(tmp_path):
+    """An app holds reference cycles (FastAPI's do): once replaced and stopped, nothing keeps
+    it, and the collector the worker runs frees it with its models."""
+    store = LocalStore(tmp_path)
+    gone: list[weakref.ref] = []
+
+    async def scenario() -> None:
+        old = FakeApp("old")
+        old.cycle = old
+        gone.append(weakref.ref(old))
+        swappable = Swappable(
+            old, store, store.publish(verified()), lambda _: FakeApp("new"), collect=gc.collect
+        )
+        del old
+        await swappable._live.start()
+        assert await swappable.swap(store.publish(verified(b"model a2"))) is True
+        assert gone[0]() is None
+
+    asyncio.run(scenario())
+
+
+def test_a_worker_told_to_stop_during_a_swap_finishes_it_first(tmp_path, monkeypatch):
+    """SIGTERM while the new app is being built: the swap completes (and is acknowledged),
+    then the app that serves is stopped; no app is left started."""
+    monkeypatch.setattr("api.swap.POLL_S", 0.01)
+    store = LocalStore(tmp_path)
+    old, new = FakeApp("old"), FakeApp("new")
+    building = asyncio.Event()
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+
+        def build(_: Verified) -> FakeApp:
+            loop.call_soon_threadsafe(building.set)
+            import time
+
+            time.sleep(0.2)
+            return new
+
+        swappable = Swappable(old, store, store.publish(verified()), build, collect=gc.collect)
+        inbox: asyncio.Queue = asyncio.Queue()
+        sent: list[str] = []
+
+        async def send(message: dict) -> None:
+            sent.append(message["type"])
+
+        await inbox.put({"type": "lifespan.startup"})
+        lifespan = asyncio.create_task(swappable({"type": "lifespan"}, inbox.get, send))
+        generation = store.publish(verified(b"model a2"))
+        await building.wait()
+        await inbox.put({"type": "lifespan.shutdown"})
+        await lifespan
+        assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+        assert store.acks(generation, {os.getpid()}) == {os.getpid(): "ok"}
+
+    asyncio.run(scenario())
+    assert old.events == ["start", "stop"] and new.events == ["start", "stop"]
+
+
+def test_the_watcher_outlives_a_swap_that_raises(tmp_path, monkeypatch):
+    """An error after the new app serves (here: the acknowledgement cannot be written) is
+    logged; the worker goes on watching and takes the next generation."""
+    monkeypatch.setattr("api.swap.POLL_S", 0.01)
+    store = LocalStore(tmp_path)
+    apps = iter([FakeApp("second"), FakeApp("third")])
+    real_ack = store.ack
+    failures = [OSError("disk full")]
+
+    def ack(generation: int, status: str) -> None:
+        if failures:
+            raise failures.pop()
+        real_ack(generation, status)
+
+    monkeypatch.setattr(store, "ack", ack)
+
+    async def scenario() -> None:
+        swappable = Swappable(
+            FakeApp("first"),
+            store,
+            store.publish(verified()),
+            lambda _: next(apps),
+            collect=gc.collect,
+        )
+        await swappable._live.start()
+        watcher = asyncio.create_task(swappable._watch())
+        store.publish(verified(b"model a2"))
+        while swappable.generation != 2:
+            await asyncio.sleep(0.01)
+        third = store.publish(verified(b"model a3"))
+        while not store.acks(third, {os.getpid()}):
+            await asyncio.sleep(0.01)
+        assert await call(swappable, "/x") == "third"
+        watcher.cancel()
+
+    asyncio.run(scenario())
