@@ -34,6 +34,7 @@ from typing import Any
 
 STARTED = time.monotonic()
 GC_GEN0 = 50_000  # a worker's young-generation threshold (Python's default: 700)
+BACKLOG = 1024  # connections the kernel queues for the workers
 ACK_S = 120.0  # how long the master waits for every worker to swap
 ACCEPT_S = 0.2  # on SIGTERM the workers go on accepting at least this long
 ACCEPT_MAX_S = 5.0  # and at most this long, while connections wait in the queue
@@ -50,6 +51,23 @@ def frozen() -> None:
     request's own garbage is all a collection looks at, and the shared pages stay shared."""
     gc.collect()
     gc.freeze()
+
+
+def listen(host: str, port: int, backlog: int) -> socket.socket:
+    """The one listening socket (no SO_REUSEPORT: a port in use is an error, not a share)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
 
 
 def queued(listener: socket.socket) -> int:
@@ -128,10 +146,15 @@ def server_class() -> type:
 
     class Server(MPServer):
         def __init__(
-            self, app: Any, store: LocalStore | None, pidfile: Path, **kwargs: Any
+            self,
+            app: Any,
+            store: LocalStore | None,
+            pidfile: Path,
+            listener: socket.socket,
+            **kwargs: Any,
         ) -> None:
             super().__init__("api.main:app", pid_file=pidfile, **kwargs)
-            self.store, self.pidfile = store, pidfile
+            self.store, self.pidfile, self.listener = store, pidfile, listener
             self.behind: set[int] = set()  # pids of the workers the last roll-out left behind
             self.current = app  # another app (the benchmarks' HTTP floor) is served as it is
             if store is not None:
@@ -158,16 +181,16 @@ def server_class() -> type:
             super().shutdown(exit_code)
 
         def _init_shared_socket(self) -> None:
-            """One listening socket, made here and shared by every worker (granian's default
-            on Linux is a socket per worker with SO_REUSEPORT, each with its own queue: a worker
-            that dies takes the connections waiting in its queue with it, reset)."""
-            from granian.net import SocketSpec
+            """The listening socket main() bound, shared by every worker (granian's default on
+            Linux is a socket per worker with SO_REUSEPORT, each with its own queue: a worker
+            that dies takes the connections waiting in its queue with it, reset; and a second
+            server on the same port would silently take half the traffic)."""
+            from granian._granian import SocketHolder
 
             self._ssp = None
-            self._shd = SocketSpec(self.bind_addr, self.bind_port, self.backlog).build()
-            self._sfd = self._shd.get_fd()
-            self._sso = socket.socket(fileno=self._sfd)
-            self._sso.set_inheritable(True)
+            self._sso = self.listener
+            self._shd = SocketHolder(self._sso.fileno(), False, self.backlog)
+            self._sfd = self._sso.fileno()
 
         def _reload(self, spawn_target: Any, target_loader: Any) -> None:
             self.reload_signal = False
@@ -295,14 +318,24 @@ def main(argv: list[str] | None = None) -> None:
     from granian.constants import HTTPModes, Interfaces, Loops
     from granian.log import LogLevels
 
+    host, port = os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", "8000"))
+    try:
+        listener = listen(host, port, BACKLOG)
+    except OSError as exc:
+        log.critical("refusing to start: cannot listen on %s:%d: %s", host, port, exc.strerror)
+        if own_metrics:
+            shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+        sys.exit(3)
     store = LocalStore(Path(tempfile.mkdtemp(prefix="lockserve-store-"))) if lockserve else None
     level = settings.log_level.lower()
     server = server_class()(
         app,
         store,
         pidfile,
-        address=os.environ.get("HOST", "127.0.0.1"),
-        port=int(os.environ.get("PORT", "8000")),
+        listener,
+        address=host,
+        port=port,
+        backlog=BACKLOG,
         interface=Interfaces.ASGI,
         workers=int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 1)),
         loop=Loops.uvloop,
@@ -310,6 +343,11 @@ def main(argv: list[str] | None = None) -> None:
         log_level=LogLevels(level) if level in LogLevels.__members__ else LogLevels.info,
         log_dictconfig=_granian_logging(),
         respawn_failed_workers=True,
+        # how many requests a worker takes at once (granian's default: backlog / workers);
+        # a few (4) spread large, slow requests evenly over the workers (make bench)
+        backpressure=int(os.environ["GRANIAN_BACKPRESSURE"])
+        if os.environ.get("GRANIAN_BACKPRESSURE")
+        else None,
         workers_kill_timeout=int(os.environ.get("GRACEFUL_TIMEOUT", "30")),
     )
 

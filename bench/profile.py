@@ -1,11 +1,12 @@
 """Where a single-row POST /predict spends its time in a real server under load.
 
-The default server (gunicorn + uvicorn workers, ONNX) is hit by ab at -c 100 while py-spy
-samples every worker. Each sample's Python stack is put in one part of the request path (the
+The default server (python -m api.serve: granian workers, ONNX) is hit by ab at -c 100 while
+py-spy samples every worker. Each sample's Python stack is put in one part of the request path (the
 first rule in PARTS that one of its frames matches, innermost frame first), and a part's share
 of the samples times the workers' measured CPU time per request gives its µs per request.
 Native code is charged to the Python frame that called it (onnxruntime's run to the runtime,
-uvloop's socket work to the server).
+uvloop's socket work to the server); granian's Rust threads (HTTP parsing, socket I/O) hold
+no Python frame and are not sampled, so their share is in the CPU per request only.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ PARTS: list[tuple[str, tuple[str, ...]]] = [
     ("runtime (onnxruntime)", ("onnxruntime",)),
     ("answer rule and JSON encoding", ("contract/labels.py", "decide", "predictions", "orjson")),
     (
-        "server (uvicorn, httptools, uvloop, gunicorn)",
+        "server's Python side (granian's ASGI glue, uvloop, asyncio)",
         ("uvicorn", "gunicorn/", "httptools", "uvloop", "asyncio/", "socket.py", "granian"),
     ),
     ("service plumbing (request context, fast path, strategy, runner)", ("api/",)),

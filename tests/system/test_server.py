@@ -93,6 +93,25 @@ def test_unknown_rev_refuses_to_start(model_repo, tmp_path):
     assert message.startswith("refusing to start: unknown git revision 'no-such-tag'")
 
 
+def test_a_port_in_use_refuses_to_start_rather_than_share_it(model_repo, tmp_path):
+    """Another server on the port: exit 3 and one line, never half the other's traffic."""
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # as granian's own would
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = Server(SERVER, ROOT, port, tmp_path / "log", LOCKSERVE_REPO=str(model_repo))
+        code = server.proc.wait(120)
+        output = server.output()
+        server.stop()
+    assert code == 3, output
+    fatal = [line["msg"] for line in json_lines(output) if line["level"] == "CRITICAL"]
+    assert fatal == [
+        f"refusing to start: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
+    assert "Listening at" not in output
+
+
 def test_sigterm_lets_the_in_flight_request_finish(model_repo, tmp_path):
     with running(
         SERVER, ROOT, tmp_path / "log", LOCKSERVE_REPO=str(model_repo), WEB_CONCURRENCY="1"
