@@ -296,11 +296,14 @@ def main(argv: list[str] | None = None) -> None:
 
     module, _, name = target.partition(":")
     try:
-        app = getattr(importlib.import_module(module), name)  # api.main: exit 3 if it cannot
+        loaded = importlib.import_module(module)  # api.main: exit 3 if it cannot
     except SystemExit:
         if own_metrics:
             shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
         raise
+    app = getattr(loaded, name)
+    if target == "api.main:app":
+        delattr(loaded, name)  # the server holds it from here: a reload can let it go
     from api.protocols import preflight
     from api.reload import served, state_path, write_state
     from api.settings import Settings

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import json
 import logging
@@ -186,12 +187,29 @@ def refreeze() -> None:
     gc.unfreeze()
     release_replaced()
     gc.freeze()
+    with contextlib.suppress(OSError, AttributeError):  # glibc: give freed heap pages back
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 class Swappable:
     """The ASGI app a worker serves: forwards to the live app, runs its lifespan, and swaps in
     the store's newer generations as they are published (built by ``build(verified)``); once a
-    replaced app has stopped, ``collect`` lets it go."""
+    replaced app has stopped, ``collect`` lets it go.
+
+    No instance dict: a server that wraps its app with functools.wraps (granian does) copies
+    the app's ``__dict__`` into the wrapper, which would hold the first app for good."""
+
+    __slots__ = (
+        "_build",
+        "_closing",
+        "_collect",
+        "_live",
+        "_on_ready",
+        "_refused",
+        "_store",
+        "_swapping",
+        "_watcher",
+    )
 
     def __init__(
         self,
@@ -295,7 +313,10 @@ class Swappable:
         )
         await self._retire([old])
         del old
-        self._collect()
+        try:
+            self._collect()
+        except Exception:  # noqa: BLE001 - the new app serves: that is what the ack says
+            log.exception("worker %d: letting the replaced app go", os.getpid())
         self._store.ack(generation, "ok")
         return True
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import os
 import weakref
@@ -224,7 +225,8 @@ def test_the_lifespan_starts_the_app_and_watches_for_generations(tmp_path, monke
 
 def test_the_replaced_app_is_let_go(tmp_path):
     """An app holds reference cycles (FastAPI's do): once replaced and stopped, nothing keeps
-    it, and the collector the worker runs frees it with its models."""
+    it (not even a server's functools.wraps copy of the app's attributes), and the collector
+    the worker runs frees it with its models."""
     store = LocalStore(tmp_path)
     gone: list[weakref.ref] = []
 
@@ -236,9 +238,12 @@ def test_the_replaced_app_is_let_go(tmp_path):
             old, store, store.publish(verified()), lambda _: FakeApp("new"), collect=gc.collect
         )
         del old
+        # what granian does with the app it serves: functools.wraps copies the app's __dict__
+        wrapper = functools.update_wrapper(lambda: None, swappable)
         await swappable._live.start()
         assert await swappable.swap(store.publish(verified(b"model a2"))) is True
         assert gone[0]() is None
+        del wrapper
 
     asyncio.run(scenario())
 
