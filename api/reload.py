@@ -1,8 +1,9 @@
 """Zero-downtime reload, reported: ``python -m api.reload`` (``make reload``).
 
-The gunicorn master writes what it serves to a state file beside its pidfile when it starts
-and after every reload (api/gunicorn_conf.py): a sequence number, ``reloaded`` with each
-variant's md5 and rev, or ``refused`` with the reason (the previous models go on serving).
+The server's master writes what it serves to a state file beside its pidfile when it starts
+and after every reload (api/serve.py; api/gunicorn_conf.py under gunicorn): a sequence
+number, ``reloaded`` with each variant's md5 and rev, or ``refused`` with the reason (the
+previous models go on serving).
 The command sends the master SIGHUP, waits for the next entry and prints it: exit 0 when the
 new models serve, 1 when the reload was refused, 2 when there is no server or no answer.
 """

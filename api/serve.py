@@ -53,6 +53,18 @@ def frozen() -> None:
     gc.freeze()
 
 
+def running(pidfile: Path) -> int | None:
+    """The pid of a live process the pidfile names, if any."""
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, 0)
+    except PermissionError:  # alive, another user's
+        return pid
+    except (OSError, ValueError):
+        return None
+    return pid if pid != os.getpid() else None
+
+
 def listen(host: str, port: int, backlog: int) -> socket.socket:
     """The one listening socket (no SO_REUSEPORT: a port in use is an error, not a share)."""
     family, kind, proto, _, address = socket.getaddrinfo(
@@ -288,10 +300,22 @@ def main(argv: list[str] | None = None) -> None:
     under the same server and settings (the benchmarks' HTTP floor), without reload."""
     argv = sys.argv[1:] if argv is None else argv
     target = argv[0] if argv else "api.main:app"
+    pidfile = Path(os.environ.get("LOCKSERVE_PIDFILE", PIDFILE))
+    other = running(pidfile)
+    if other is not None:
+        from api import logs
+
+        logs.configure()
+        log.critical(
+            "refusing to start: the server with pid %d runs from pidfile %s "
+            "(LOCKSERVE_PIDFILE, PORT and LOCKSERVE_GRPC_PORT for a second one)",
+            other,
+            pidfile,
+        )
+        sys.exit(3)
     own_metrics = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
     if own_metrics:  # before the app imports prometheus-client
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="lockserve-metrics-")
-    pidfile = Path(os.environ.get("LOCKSERVE_PIDFILE", PIDFILE))
     pidfile.parent.mkdir(parents=True, exist_ok=True)
 
     module, _, name = target.partition(":")

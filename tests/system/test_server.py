@@ -112,6 +112,26 @@ def test_a_port_in_use_refuses_to_start_rather_than_share_it(model_repo, tmp_pat
     assert "Listening at" not in output
 
 
+def test_a_second_server_on_the_same_pidfile_refuses_in_one_line(model_repo, tmp_path):
+    """`make serve` twice: the second names the first and the settings for a second one, and
+    leaves nothing behind (no traceback, no temporary folder)."""
+    pidfile = str(tmp_path / "server.pid")
+    with running(
+        SERVER,
+        ROOT,
+        tmp_path / "first.log",
+        LOCKSERVE_REPO=str(model_repo),
+        LOCKSERVE_PIDFILE=pidfile,
+    ):
+        first = int(Path(pidfile).read_text())
+        message, output = refused(SERVER, ROOT, tmp_path / "second.log", LOCKSERVE_PIDFILE=pidfile)
+    assert message == (
+        f"refusing to start: the server with pid {first} runs from pidfile {pidfile} "
+        "(LOCKSERVE_PIDFILE, PORT and LOCKSERVE_GRPC_PORT for a second one)"
+    )
+    assert "Traceback" not in output
+
+
 def test_sigterm_lets_the_in_flight_request_finish(model_repo, tmp_path):
     with running(
         SERVER, ROOT, tmp_path / "log", LOCKSERVE_REPO=str(model_repo), WEB_CONCURRENCY="1"
