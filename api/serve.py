@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 STARTED = time.monotonic()
 GC_GEN0 = 50_000  # a worker's young-generation threshold (Python's default: 700)
@@ -244,18 +244,29 @@ def reload(server: Any, spawn_target: Any, target_loader: Any) -> None:
         server.main_loop_interrupt.set()
 
 
-def _reload(server: Any, spawn_target: Any, target_loader: Any) -> tuple[str, dict[str, Any]]:
+def rebuild() -> Any:
+    """In a master, on SIGHUP: the app rebuilt from serving.yaml (every variant re-resolved and
+    verified), what was frozen unfrozen first so that the app it replaces can go. What build
+    raises (a bad file or model, which keeps the old app) is logged and raised."""
     from api.app import release_replaced
     from api.main import build
+
+    gc.unfreeze()
+    release_replaced()
+    try:
+        return build()
+    except Exception as exc:
+        log.error("reload refused, still serving the previous models: %s", exc)
+        raise
+
+
+def _reload(server: Any, spawn_target: Any, target_loader: Any) -> tuple[str, dict[str, Any]]:
     from api.reload import served
 
     previous = server.current
-    gc.unfreeze()  # the app being replaced can be collected once nothing holds it
-    release_replaced()
     try:
-        app = build()
+        app = rebuild()
     except Exception as exc:  # noqa: BLE001 - a bad file or model keeps the old app
-        log.error("reload refused, still serving the previous models: %s", exc)
         return "refused", {"reason": str(exc)}
     if server.interrupt_signal:
         return "refused", {"reason": "the server is stopping"}
@@ -300,20 +311,30 @@ def main(argv: list[str] | None = None) -> None:
     under the same server and settings (the benchmarks' HTTP floor), without reload."""
     argv = sys.argv[1:] if argv is None else argv
     target = argv[0] if argv else "api.main:app"
+    lockserve = target == "api.main:app"
     pidfile = Path(os.environ.get("LOCKSERVE_PIDFILE", PIDFILE))
+    own_metrics = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+
+    def remove_own_metrics() -> None:  # the folder made below, if it was
+        if own_metrics and "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+            shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
+    def refuse(message: str, *args: Any) -> NoReturn:
+        log.critical("refusing to start: " + message, *args)
+        remove_own_metrics()
+        sys.exit(3)
+
     other = running(pidfile)
     if other is not None:
         from api import logs
 
         logs.configure()
-        log.critical(
-            "refusing to start: the server with pid %d runs from pidfile %s "
+        refuse(
+            "the server with pid %d runs from pidfile %s "
             "(LOCKSERVE_PIDFILE, PORT and LOCKSERVE_GRPC_PORT for a second one)",
             other,
             pidfile,
         )
-        sys.exit(3)
-    own_metrics = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
     if own_metrics:  # before the app imports prometheus-client
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="lockserve-metrics-")
     pidfile.parent.mkdir(parents=True, exist_ok=True)
@@ -322,11 +343,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         loaded = importlib.import_module(module)  # api.main: exit 3 if it cannot
     except SystemExit:
-        if own_metrics:
-            shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+        remove_own_metrics()
         raise
     app = getattr(loaded, name)
-    if target == "api.main:app":
+    if lockserve:
         delattr(loaded, name)  # the server holds it from here: a reload can let it go
     from api.protocols import preflight
     from api.reload import served, state_path, write_state
@@ -334,13 +354,9 @@ def main(argv: list[str] | None = None) -> None:
     from api.swap import LocalStore
 
     settings = Settings()
-    lockserve = target == "api.main:app"
     problem = preflight(settings) if lockserve else None
     if problem is not None:
-        log.critical("refusing to start: %s", problem)
-        if own_metrics:
-            shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
-        sys.exit(3)
+        refuse("%s", problem)
 
     from granian.constants import HTTPModes, Interfaces, Loops
     from granian.log import LogLevels
@@ -349,10 +365,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         listener = listen(host, port, BACKLOG)
     except OSError as exc:
-        log.critical("refusing to start: cannot listen on %s:%d: %s", host, port, exc.strerror)
-        if own_metrics:
-            shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
-        sys.exit(3)
+        refuse("cannot listen on %s:%d: %s", host, port, exc.strerror)
     store = LocalStore(Path(tempfile.mkdtemp(prefix="lockserve-store-"))) if lockserve else None
     level = settings.log_level.lower()
     server = server_class()(
@@ -391,8 +404,7 @@ def main(argv: list[str] | None = None) -> None:
     def cleaned() -> None:
         if store is not None:
             shutil.rmtree(store.root, ignore_errors=True)
-        if own_metrics:
-            shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+        remove_own_metrics()
 
     frozen()
     server.serve(target_loader=server.loader, wrap_loader=True)

@@ -112,12 +112,12 @@ class LocalStore:
         models = {}
         for name, fields in manifest["models"].items():
             fields = dict(fields)
-            data = self._bytes(fields.pop("blob"))
-            if md5_hex(data) != fields["md5"]:
+            blob = fields.pop("blob")  # the md5 of its bytes, which _bytes checks
+            if blob != fields["md5"]:
                 raise StoreError(
                     f"variant {name!r}: the local store's bytes are not md5 {fields['md5']}"
                 )
-            models[name] = Resolved(**fields, data=data)
+            models[name] = Resolved(**fields, data=self._bytes(blob))
         table = None
         if manifest["lookup"] is not None:
             fields = dict(manifest["lookup"])
@@ -311,8 +311,8 @@ class Swappable:
             (time.perf_counter() - started) * 1000,
             extra={FIELDS: {"generation": generation}},
         )
-        await self._retire([old])
-        del old
+        await self._retire(old)
+        del old  # nothing holds the replaced app now: the collector can free it
         try:
             self._collect()
         except Exception:  # noqa: BLE001 - the new app serves: that is what the ack says
@@ -320,9 +320,8 @@ class Swappable:
         self._store.ack(generation, "ok")
         return True
 
-    async def _retire(self, held: list[_Live]) -> None:
+    async def _retire(self, old: _Live) -> None:
         """Wait for the replaced app's requests (at most DRAIN_S), then stop it."""
-        old = held.pop()
         deadline = time.monotonic() + DRAIN_S
         while old.requests and time.monotonic() < deadline:
             await asyncio.sleep(0.01)

@@ -26,11 +26,9 @@ from gunicorn.arbiter import Arbiter
 from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
-from api.serve import queued
-
-ACCEPT_S = 0.2  # after the signal, still accepting at least this long
-ACCEPT_MAX_S = 5.0  # and at most this long, while connections wait in the queue
-DRAIN_S = 0.5  # then, not accepting, waiting for requests on connections just accepted
+# the same drain as the production server's master (after the signal, accepting at least
+# ACCEPT_S and at most ACCEPT_MAX_S while connections wait, then DRAIN_S more)
+from api.serve import ACCEPT_MAX_S, ACCEPT_S, DRAIN_S, queued
 
 
 def held_by_parent(listeners: list[socket.socket]) -> bool:

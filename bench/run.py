@@ -208,11 +208,11 @@ def in_process_app(resolved: Any) -> Any:
     return create_app(settings, ModelStore({"default": load_model("default", resolved)}))
 
 
-def large_requests(url: str, tmp: Path, resolved: Any) -> dict[str, dict[str, float]]:
+def large_requests(url: str, tmp: Path, app: Any, steps: bool) -> dict[str, dict[str, float]]:
     """1000- and 10,000-row requests of random rows end to end (ab), against the graph alone
-    on the same rows in the same run, and each step's cost in process."""
+    on the same rows in the same run; with ``steps``, each step's cost in process (``app``: the
+    in-process default app)."""
     out = {}
-    app = in_process_app(resolved)
     artifact = app.state.store.get("default").artifact
     for rows, requests, concurrency in ((1000, 300, 8), (10000, 40, 4)):
         instances = random_instances(artifact.schema, rows)
@@ -227,8 +227,9 @@ def large_requests(url: str, tmp: Path, resolved: Any) -> dict[str, dict[str, fl
             "rows_per_s": end_to_end,
             "graph_alone_rows_per_s": alone,
             "of_graph_alone": round(end_to_end / alone, 2),
-            "in_process_us": profile.in_process_parts(app, body.read_bytes()),
         }
+        if steps:  # the same for every server: measured once
+            out[str(rows)]["in_process_us"] = profile.in_process_parts(app, body.read_bytes())
     return out
 
 
@@ -300,7 +301,7 @@ def floor_of(name: str) -> str:
 def bench(concurrency: int) -> dict:
     rows: list[dict] = []
     extra: dict = {}
-    resolved = pinned()
+    app = in_process_app(pinned())  # the large requests: their rows and steps in process
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         one = tmp / "one.json"
@@ -320,10 +321,9 @@ def bench(concurrency: int) -> dict:
                 result.update(profile.cpu_per_request(server.proc.pid, url, one, requests))
                 if env.get("LOCKSERVE_MAX_BATCH"):  # the large requests too
                     extra.setdefault("large_by_server", {})[name] = large_requests(
-                        url, tmp, resolved
+                        url, tmp, app, steps=name == DEFAULT
                     )
                 if name == DEFAULT:
-                    extra["large"] = extra["large_by_server"][name]
                     extra["profile"] = profile.profile(server.proc.pid, url, one, 60000, 5)
                 if name == FLOOR:
                     extra["floor_cpu_us"] = result["server_cpu_us_per_request"]
@@ -360,7 +360,7 @@ def table(result: dict) -> str:
         "graph alone, 1 thread, rows/s | × graph alone | p50 ms | p99 ms | failed |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for server, large in result.get("large_by_server", {DEFAULT: result["large"]}).items():
+    for server, large in result["large_by_server"].items():
         for rows, b in large.items():
             lines.append(
                 f"| {server} | {int(rows):,} | {b['concurrency']} | {b['req_per_s']:.1f} | "
@@ -381,7 +381,8 @@ def table(result: dict) -> str:
             f"| {row['layer']} | {row['req_per_s']} | {row['server_cpu_us_per_request']:.0f} | "
             f"{row['adds_us']:+.0f} |"
         )
-    steps = list(next(iter(result["large"].values()))["in_process_us"])
+    default = result["large_by_server"][DEFAULT]
+    steps = list(next(iter(default.values()))["in_process_us"])
     lines += [
         "",
         "The same requests' steps in process, one thread, µs per request (best of 5):",
@@ -389,7 +390,7 @@ def table(result: dict) -> str:
         "| rows/request | " + " | ".join(steps) + " |",
         "|---|" + "---|" * len(steps),
     ]
-    for rows, b in result["large"].items():
+    for rows, b in default.items():
         cells = " | ".join(f"{b['in_process_us'][s]:,.0f}" for s in steps)
         lines.append(f"| {int(rows):,} | {cells} |")
     up = result["startup"]

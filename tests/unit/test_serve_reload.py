@@ -84,12 +84,14 @@ class Master:
 
 
 @pytest.fixture()
-def built(monkeypatch):
-    """api.main.build returns the next app of ``built.apps`` (or raises it)."""
-    holder = types.SimpleNamespace(apps=[])
+def reload_with(tmp_path, monkeypatch):
+    """``reload_with(answers, *builds)``: a master whose workers answer ``answers`` (pid ->
+    answer), reloaded once for each of ``builds`` (what api.main.build returns in turn: an app,
+    a callable making one, or an exception it raises); the master, its workers stopped."""
+    builds: list[Any] = []
 
     def build() -> App:
-        got = holder.apps.pop(0)
+        got = builds.pop(0)
         if isinstance(got, Exception):
             raise got
         return got() if callable(got) else got
@@ -99,64 +101,63 @@ def built(monkeypatch):
     monkeypatch.setattr(serve, "ACK_S", 2.0)
     monkeypatch.setattr(serve, "frozen", lambda: None)  # no gc.freeze in the test process
     monkeypatch.setattr("api.app.release_replaced", lambda: None)
-    return holder
+
+    def run(master: Master | dict[int, str | None], *apps: Any) -> Master:
+        if not isinstance(master, Master):
+            master = Master(tmp_path, master)
+        try:
+            for app in apps:
+                builds.append(app)
+                serve.reload(master, None, None)
+        finally:
+            master.close()
+        return master
+
+    return run
 
 
-def test_reloaded_once_every_worker_has_swapped(tmp_path, built):
-    master = Master(tmp_path, {101: "ok", 102: "ok"})
-    built.apps = [App(b"second")]
-    serve.reload(master, None, None)
-    master.close()
+def test_reloaded_once_every_worker_has_swapped(reload_with):
+    master = reload_with({101: "ok", 102: "ok"}, App(b"second"))
     assert master.state()["status"] == "reloaded"
     assert master.state()["variants"] == {"default": {"md5": "second"}}
     assert master.current.app.tag == b"second" and master.respawned == []
     assert master.store.read(master.store.current()).models["a"].data == b"second"
 
 
-def test_a_worker_that_refuses_puts_every_worker_back(tmp_path, built):
-    master = Master(tmp_path, {101: "ok", 102: "refused: port taken"})
-    built.apps = [App(b"second")]
-    serve.reload(master, None, None)
-    master.close()
+def test_a_worker_that_refuses_puts_every_worker_back(reload_with):
+    master = reload_with({101: "ok", 102: "refused: port taken"}, App(b"second"))
     assert master.state()["status"] == "refused"
     assert master.state()["reason"] == "worker 102: refused: port taken"
     assert master.current.app.tag == b"first"  # workers forked from now on serve it
     assert master.store.read(master.store.current()).models["a"].data == b"first"
 
 
-def test_a_worker_that_dies_is_not_waited_for(tmp_path, built):
+def test_a_worker_that_dies_is_not_waited_for(tmp_path, reload_with):
     master = Master(tmp_path, {101: "ok", 102: None})
     master.wrks[1].alive = False  # died: granian's watcher marked it for the serve loop
     master.interrupt_children.append(1)
-    built.apps = [App(b"second")]
     started = time.monotonic()
-    serve.reload(master, None, None)
-    master.close()
+    reload_with(master, App(b"second"))
     assert time.monotonic() - started < serve.ACK_S
     assert master.state()["status"] == "reloaded" and master.respawned == []
     assert master.main_loop_interrupt.is_set()  # the serve loop replaces it, from the new app
 
 
-def test_a_silent_worker_is_replaced_after_the_wait(tmp_path, built):
-    master = Master(tmp_path, {101: "ok", 102: None})
-    built.apps = [App(b"second")]
-    serve.reload(master, None, None)
-    master.close()
+def test_a_silent_worker_is_replaced_after_the_wait(reload_with):
+    master = reload_with({101: "ok", 102: None}, App(b"second"))
     assert master.state()["status"] == "refused"
     assert "worker(s) [102] did not swap" in master.state()["reason"]
     assert master.respawned == [[1]] and master.current.app.tag == b"first"
 
 
-def test_sigterm_during_the_build_publishes_nothing(tmp_path, built):
+def test_sigterm_during_the_build_publishes_nothing(tmp_path, reload_with):
     master = Master(tmp_path, {101: "ok"})
 
     def stopping() -> App:
         master.interrupt_signal = True
         return App(b"second")
 
-    built.apps = [stopping]
-    serve.reload(master, None, None)
-    master.close()
+    reload_with(master, stopping)
     assert master.state() | {"at": 0, "pid": 0} == {
         "at": 0,
         "pid": 0,
@@ -167,19 +168,16 @@ def test_sigterm_during_the_build_publishes_nothing(tmp_path, built):
     assert master.store.current() == 1 and master.current.app.tag == b"first"
 
 
-def test_a_bad_build_or_an_error_after_it_keeps_the_service(tmp_path, built, monkeypatch):
+def test_a_bad_build_or_an_error_after_it_keeps_the_service(tmp_path, reload_with, monkeypatch):
     master = Master(tmp_path, {101: "ok"})
-    built.apps = [ValueError("serving.yaml: variants.a.rev: missing")]
-    serve.reload(master, None, None)
+    reload_with(master, ValueError("serving.yaml: variants.a.rev: missing"))
     assert master.state()["reason"] == "serving.yaml: variants.a.rev: missing"
 
     def full(_: Any) -> int:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(master.store, "publish", full)
-    built.apps = [App(b"second")]
-    serve.reload(master, None, None)
-    master.close()
+    reload_with(master, App(b"second"))
     assert master.state()["status"] == "refused"
     assert master.state()["reason"] == "OSError: [Errno 28] No space left on device"
     assert master.current.app.tag == b"first"

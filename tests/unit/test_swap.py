@@ -9,6 +9,7 @@ import contextlib
 import functools
 import gc
 import os
+import time
 import weakref
 
 import pytest
@@ -138,6 +139,30 @@ async def call(app: Swappable, path: str) -> str:
     return answers[0]["by"]
 
 
+class Lifespan:
+    """Drives an app's lifespan as a server does (startup, later shutdown) and records the
+    message types the app sends back."""
+
+    def __init__(self, app: Swappable) -> None:
+        self.app, self.inbox, self.sent = app, asyncio.Queue(), []
+
+    async def _send(self, message: dict) -> None:
+        self.sent.append(message["type"])
+
+    async def start(self) -> None:
+        await self.inbox.put({"type": "lifespan.startup"})
+        self.task = asyncio.create_task(self.app({"type": "lifespan"}, self.inbox.get, self._send))
+
+    async def started(self) -> None:
+        while not self.sent:
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> list[str]:
+        await self.inbox.put({"type": "lifespan.shutdown"})
+        await self.task
+        return self.sent
+
+
 def test_a_swap_serves_the_new_app_after_the_old_one_has_finished(tmp_path):
     store = LocalStore(tmp_path)
     old, new = FakeApp("old"), FakeApp("new")
@@ -198,25 +223,21 @@ def test_the_lifespan_starts_the_app_and_watches_for_generations(tmp_path, monke
 
     async def scenario() -> None:
         swappable = Swappable(
-            old, store, store.publish(verified()), lambda _: new, lambda: ready.append(True)
+            old,
+            store,
+            store.publish(verified()),
+            lambda _: new,
+            lambda: ready.append(True),
+            gc.collect,
         )
-        inbox: asyncio.Queue = asyncio.Queue()
-        outbox: list[str] = []
-
-        async def send(message: dict) -> None:
-            outbox.append(message["type"])
-
-        await inbox.put({"type": "lifespan.startup"})
-        lifespan = asyncio.create_task(swappable({"type": "lifespan"}, inbox.get, send))
-        while not outbox:
-            await asyncio.sleep(0.01)
+        lifespan = Lifespan(swappable)
+        await lifespan.start()
+        await lifespan.started()
         generation = store.publish(verified(b"model a2"))
         while not store.acks(generation, {os.getpid()}):
             await asyncio.sleep(0.01)
         assert await call(swappable, "/b") == "new"
-        await inbox.put({"type": "lifespan.shutdown"})
-        await lifespan
-        assert outbox == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+        assert await lifespan.stop() == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
 
     asyncio.run(scenario())
     assert ready == [True]
@@ -261,25 +282,15 @@ def test_a_worker_told_to_stop_during_a_swap_finishes_it_first(tmp_path, monkeyp
 
         def build(_: Verified) -> FakeApp:
             loop.call_soon_threadsafe(building.set)
-            import time
-
             time.sleep(0.2)
             return new
 
         swappable = Swappable(old, store, store.publish(verified()), build, collect=gc.collect)
-        inbox: asyncio.Queue = asyncio.Queue()
-        sent: list[str] = []
-
-        async def send(message: dict) -> None:
-            sent.append(message["type"])
-
-        await inbox.put({"type": "lifespan.startup"})
-        lifespan = asyncio.create_task(swappable({"type": "lifespan"}, inbox.get, send))
+        lifespan = Lifespan(swappable)
+        await lifespan.start()
         generation = store.publish(verified(b"model a2"))
         await building.wait()
-        await inbox.put({"type": "lifespan.shutdown"})
-        await lifespan
-        assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+        assert await lifespan.stop() == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
         assert store.acks(generation, {os.getpid()}) == {os.getpid(): "ok"}
 
     asyncio.run(scenario())
